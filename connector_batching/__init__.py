@@ -1,0 +1,1 @@
+"""Safe, fast batching for OpenCTI connectors."""
