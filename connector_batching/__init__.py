@@ -1,1 +1,51 @@
-"""Safe, fast batching for OpenCTI connectors."""
+"""Safe, fast batching for OpenCTI connectors.
+
+The engine (:class:`GenericBatchProcessor`) delivers items in batches through a
+:class:`WorkManager`: :class:`OpenCTIWorkManager` for a real platform (pycti),
+:class:`LocalWorkManager` for offline runs.  :class:`BatchingConnectorMixin`
+wires it into any connector class that has ``self.helper``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.processor import GenericBatchProcessor
+from connector_batching.work_manager import WorkManager
+
+if TYPE_CHECKING:
+    from connector_batching.local import LocalWorkManager
+    from connector_batching.mixin import BatchingConnectorMixin
+    from connector_batching.opencti import OpenCTIWorkManager
+
+__all__ = [
+    "BatchingConnectorMixin",
+    "GenericBatchProcessor",
+    "GenericBatchProcessorConfig",
+    "LocalWorkManager",
+    "OpenCTIWorkManager",
+    "WorkManager",
+]
+__version__ = "0.1.0"
+
+# Imported on first use: pycti is slow to import and offline users may not need it.
+_LAZY = {
+    "OpenCTIWorkManager": "connector_batching.opencti",
+    "BatchingConnectorMixin": "connector_batching.mixin",
+    "LocalWorkManager": "connector_batching.local",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'connector_batching' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,598 @@
+"""`GenericBatchProcessor`: collect items, deliver them in batches, keep the cursor safe."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.cursor import (
+    CURSOR_STEP,
+    InvalidDate,
+    format_instant,
+    parse_instant,
+    utc_now,
+)
+from connector_batching.references import ReferenceCache, complete_references
+from connector_batching.stix import ItemRejected, iter_members, normalize_item
+from connector_batching.work_manager import check_work_manager, supports_error_closing
+
+_LOG = logging.getLogger("connector_batching")
+
+
+def _min(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a <= b else b
+
+
+def _max(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a >= b else b
+
+
+def _iso(instant: dt.datetime | None) -> str | None:
+    return None if instant is None else format_instant(instant)
+
+
+class _Batch:
+    """Items cut for delivery, with their dates and the range of those dates."""
+
+    __slots__ = ("dates", "items", "max_date", "min_date", "number")
+
+    def __init__(self, number: int, items: list[Any], dates: list[dt.datetime | None]) -> None:
+        self.number = number
+        self.items = items
+        self.dates = dates
+        dated = [d for d in dates if d is not None]
+        self.min_date = min(dated) if dated else None
+        self.max_date = max(dated) if dated else None
+
+
+class GenericBatchProcessor:
+    """Collects items into batches and delivers each through a work manager.
+
+    Guarantees: every accepted item is delivered in exactly one successful
+    batch or kept as failed; the cursor written through ``update_state`` never
+    passes an undelivered item's date; every work opened is closed; objects a
+    batch references (markings, authors, relationship endpoints) travel with it.
+    Safe to feed from several threads.
+    """
+
+    def __init__(
+        self,
+        config: GenericBatchProcessorConfig,
+        work_manager: Any,
+        logger: Any | None = None,
+    ) -> None:
+        if not isinstance(config, GenericBatchProcessorConfig):
+            raise TypeError("config must be a GenericBatchProcessorConfig")
+        check_work_manager(work_manager)
+        self.config = config
+        self.work_manager = work_manager
+        self.logger: Any = logger if logger is not None else _LOG
+        self._error_closing = supports_error_closing(work_manager)
+        self._lock = threading.RLock()
+        self._sleep: Callable[[float], None] = time.sleep
+        self._clock: Callable[[], float] = time.monotonic
+        self._random = random.Random()
+        self._references = ReferenceCache(config.reference_cache_size)
+        # current batch
+        self._items: list[Any] = []
+        self._dates: list[dt.datetime | None] = []
+        self._batch_min: dt.datetime | None = None
+        self._batch_started: float | None = None
+        self._batch_num = 0
+        # dates
+        self._latest: dt.datetime | None = None
+        self._delivered_max: dt.datetime | None = None
+        self._committed: dt.datetime | None = None
+        self._committed_text: str | None = None
+        # failures
+        self._failed: list[Any] = []
+        self._failed_dates: list[dt.datetime | None] = []
+        self._failed_min: dt.datetime | None = None
+        # counters
+        self._accepted = 0
+        self._rejected: dict[str, int] = {}
+        self._date_errors = 0
+        self._items_processed = 0
+        self._items_sent = 0
+        self._objects_sent = 0
+        self._batches_processed = 0
+        self._batches_failed = 0
+        self._retries = 0
+        self._references_added = 0
+        self._references_unresolved = 0
+        self._state_errors = 0
+        self._close_errors = 0
+        self._hook_errors = 0
+        self._first_item_at: float | None = None
+        self._last_delivery_at: float | None = None
+
+    # ------------------------------------------------------------------ adding
+
+    def add_item(self, item: Any) -> bool:
+        """Add one item; returns False (and counts it) when it is rejected.
+
+        Raises the configured exception class only when adding completes a
+        batch that then fails for good (its items are kept as failed).
+        """
+        prepared = self._prepare(item)
+        if prepared is None:
+            return False
+        payload, date = prepared
+        with self._lock:
+            self._append(payload, date)
+            full = self.config.auto_process and len(self._items) >= self.config.batch_size
+            if full or self._batch_is_stale():
+                self._process_locked()
+        return True
+
+    def add_items(self, items: Iterable[Any]) -> int:
+        """Add several items; returns how many were accepted."""
+        added = 0
+        for item in items:
+            if self.add_item(item):
+                added += 1
+        return added
+
+    def _prepare(self, item: Any) -> tuple[Any, dt.datetime | None] | None:
+        """Normalise, validate and date one item; None when it is rejected."""
+        config = self.config
+        try:
+            payload = normalize_item(item)
+        except ItemRejected as exc:
+            self._reject(exc.reason, str(exc))
+            return None
+        validate = config.validation_function
+        if validate is not None:
+            try:
+                valid = all(validate(member) for member in iter_members(payload))
+            except Exception as exc:
+                self._reject("validation_error", f"validation_function raised {exc!r}")
+                return None
+            if not valid:
+                self._reject("invalid", "validation_function returned False")
+                return None
+        date = None
+        extract = config.date_extraction_function
+        if extract is not None:
+            date = self._extract_date(extract, payload)
+        return payload, date
+
+    def _extract_date(self, extract: Callable[[Any], Any], payload: Any) -> dt.datetime | None:
+        latest: dt.datetime | None = None
+        for member in iter_members(payload):
+            try:
+                latest = _max(latest, parse_instant(extract(member)))
+            except InvalidDate:
+                with self._lock:
+                    self._date_errors += 1
+            except Exception:
+                with self._lock:
+                    self._date_errors += 1
+        return latest
+
+    def _reject(self, reason: str, detail: str) -> None:
+        with self._lock:
+            self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        self.logger.debug(f"Rejected an item ({reason}): {detail}")
+
+    def _append(self, payload: Any, date: dt.datetime | None) -> None:
+        if not self._items:
+            self._batch_started = self._clock()
+            if self._first_item_at is None:
+                self._first_item_at = self._batch_started
+        self._items.append(payload)
+        self._dates.append(date)
+        self._accepted += 1
+        if date is not None:
+            if self._latest is None or date > self._latest:
+                self._latest = date
+            if self._batch_min is None or date < self._batch_min:
+                self._batch_min = date
+
+    def _batch_is_stale(self) -> bool:
+        age = self.config.max_batch_age
+        return (
+            age is not None
+            and self._batch_started is not None
+            and self._clock() - self._batch_started >= age
+        )
+
+    # -------------------------------------------------------------- processing
+
+    def process_current_batch(self) -> str | None:
+        """Deliver the current batch now; returns its work id (None if empty)."""
+        with self._lock:
+            return self._process_locked()
+
+    def flush(self) -> str | None:
+        """Deliver whatever is in the current batch; None when there is nothing."""
+        with self._lock:
+            if not self._items:
+                return None
+            return self._process_locked()
+
+    def process_if_due(self) -> str | None:
+        """Deliver the current batch if it is older than ``max_batch_age``."""
+        with self._lock:
+            if self._items and self._batch_is_stale():
+                return self._process_locked()
+            return None
+
+    def _process_locked(self) -> str | None:
+        if not self._items:
+            return self._handle_empty_batch()
+        self._batch_num += 1
+        batch = _Batch(self._batch_num, self._items, self._dates)
+        self._items, self._dates = [], []
+        self._batch_min = None
+        self._batch_started = None
+        return self._deliver(batch)
+
+    def _handle_empty_batch(self) -> str | None:
+        behavior = self.config.empty_batch_behavior
+        if behavior == "error":
+            raise self._error(f"Cannot process an empty batch of {self.config.display_name}")
+        if behavior == "update_state":
+            self._write_cursor(self._final_cursor())
+        return None
+
+    def _deliver(self, batch: _Batch) -> str:
+        config = self.config
+        manager = self.work_manager
+        work_name = config.format_work_name(batch.number)
+        deadline = None if config.work_timeout is None else self._clock() + config.work_timeout
+        objects: list[Any] | None = None
+        processed: list[Any] = batch.items
+        work_id: str | None = None
+        sent = False
+        attempt = 0
+        error: BaseException | None = None
+        try:
+            while True:
+                attempt += 1
+                try:
+                    if objects is None:
+                        processed = self._preprocess(batch.items)
+                        objects = self._bundle_objects(processed)
+                    if work_id is None:
+                        work_id = manager.initiate_work(work_name, config.entity_type)
+                    if not sent:
+                        manager.send_bundle(work_id, objects)
+                        sent = True
+                    manager.work_to_process(work_id)
+                    error = None
+                    break
+                except Exception as exc:
+                    error = exc
+                    if not self._wait_before_retry(batch, attempt, deadline, exc):
+                        break
+        except BaseException as interrupt:  # KeyboardInterrupt, SystemExit: keep nothing open
+            self._fail(batch, work_id, f"interrupted: {type(interrupt).__name__}")
+            raise
+        if error is None:
+            assert work_id is not None and objects is not None
+            self._succeed(batch, processed, objects, work_id, attempt)
+            return work_id
+        if sent:
+            # Delivered, but the work could not be marked processed.
+            assert work_id is not None and objects is not None
+            self._close_in_error(work_id, f"delivered, but closing the work failed: {error}")
+            self._succeed(batch, processed, objects, work_id, attempt)
+            return work_id
+        reason = f"{type(error).__name__}: {error}"
+        self._fail(batch, work_id, reason)
+        raise self._error(
+            f"Batch #{batch.number} of {len(batch.items)} {config.display_name} failed after "
+            f"{attempt} attempt(s): {reason}",
+            batch_number=batch.number,
+            work_id=work_id,
+        ) from error
+
+    def _wait_before_retry(
+        self, batch: _Batch, attempt: int, deadline: float | None, exc: Exception
+    ) -> bool:
+        """Sleep the backoff delay before the next attempt; False when none is left."""
+        config = self.config
+        if attempt > config.max_retries:
+            return False
+        delay = config.backoff_delay(attempt, self._random.random())
+        if deadline is not None:
+            remaining = deadline - self._clock()
+            if remaining <= 0 or delay >= remaining:
+                self.logger.warning(
+                    f"Batch #{batch.number}: work_timeout of {config.work_timeout}s reached "
+                    f"after {attempt} attempt(s); last error: {exc}"
+                )
+                return False
+        self._retries += 1
+        self.logger.warning(
+            f"Batch #{batch.number} attempt {attempt}/{config.max_retries + 1} failed "
+            f"({type(exc).__name__}: {exc}); retrying in {delay:.2f}s"
+        )
+        if delay > 0:
+            self._sleep(delay)
+        return True
+
+    def _preprocess(self, items: list[Any]) -> list[Any]:
+        hook = self.config.preprocessing_function
+        if hook is None:
+            return items
+        result = hook(list(items))
+        return items if result is None else list(result)
+
+    def _bundle_objects(self, processed: list[Any]) -> list[Any]:
+        members: list[Any] = []
+        for payload in processed:
+            if type(payload) is list:
+                members.extend(payload)
+            else:
+                members.append(payload)
+        extra, unresolved = complete_references(members, self._references)
+        self._references.remember(members)
+        self._references_added += len(extra)
+        self._references_unresolved += unresolved
+        return extra + members if extra else members
+
+    def _succeed(
+        self, batch: _Batch, processed: list[Any], objects: list[Any], work_id: str, attempts: int
+    ) -> None:
+        config = self.config
+        self._batches_processed += 1
+        self._items_processed += len(batch.items)
+        self._items_sent += len(processed)
+        self._objects_sent += len(objects)
+        self._delivered_max = _max(self._delivered_max, batch.max_date)
+        self._last_delivery_at = self._clock()
+        hook = config.postprocessing_function
+        if hook is not None:
+            try:
+                hook(processed, work_id)
+            except Exception as exc:
+                self._hook_errors += 1
+                self.logger.error(
+                    f"Batch #{batch.number}: postprocessing_function raised {exc!r} "
+                    "(the batch was delivered)"
+                )
+        self._checkpoint()
+        self.logger.info(
+            f"Batch #{batch.number}: {len(processed)} {config.display_name} "
+            f"({len(objects)} objects) delivered in work {work_id}"
+            f"{f' after {attempts} attempts' if attempts > 1 else ''}; "
+            f"cursor {self._committed_text or 'unchanged'}"
+        )
+
+    def _fail(self, batch: _Batch, work_id: str | None, reason: str) -> None:
+        self._batches_failed += 1
+        self._failed.extend(batch.items)
+        self._failed_dates.extend(batch.dates)
+        self._failed_min = _min(self._failed_min, batch.min_date)
+        if work_id is not None:
+            self._close_in_error(work_id, reason)
+        self.logger.error(
+            f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
+            f"for good ({reason}); kept as failed items, cursor held"
+        )
+        self._checkpoint()
+
+    def _close_in_error(self, work_id: str, message: str) -> None:
+        manager = self.work_manager
+        for _ in range(2):
+            try:
+                if self._error_closing:
+                    manager.work_to_process(work_id, in_error=True, message=message)
+                else:
+                    manager.work_to_process(work_id)
+                return
+            except Exception as exc:
+                last = exc
+        self._close_errors += 1
+        self.logger.error(f"Work {work_id} could not be closed: {last!r}")
+
+    def _error(
+        self, message: str, *, batch_number: int | None = None, work_id: str | None = None
+    ) -> BaseException:
+        cls = self.config.exception_class
+        builders: tuple[Callable[[], BaseException], ...] = (
+            lambda: cls(message, batch_number=batch_number, work_id=work_id),  # type: ignore[call-arg]
+            lambda: cls(message),
+            lambda: cls(),
+        )
+        error: BaseException = Exception(message)
+        for build in builders:
+            try:
+                error = build()
+                break
+            except TypeError:
+                continue
+        for name, value in (("batch_number", batch_number), ("work_id", work_id)):
+            if not hasattr(error, name):
+                with contextlib.suppress(AttributeError):
+                    setattr(error, name, value)
+        return error
+
+    # ------------------------------------------------------------------ cursor
+
+    def _undelivered_floor(self) -> dt.datetime | None:
+        """The earliest date among accepted items not delivered (pending or failed)."""
+        return _min(self._batch_min, self._failed_min)
+
+    def _safe_cursor(self) -> dt.datetime | None:
+        """The furthest cursor that passes no undelivered item's date."""
+        candidate = self._delivered_max
+        floor = self._undelivered_floor()
+        if floor is None:
+            return candidate
+        limit = floor - CURSOR_STEP
+        if candidate is not None and candidate > limit:
+            return limit
+        if candidate is None and self._committed is not None and self._committed > limit:
+            return limit
+        return candidate
+
+    def _has_undelivered(self) -> bool:
+        return bool(self._items) or bool(self._failed)
+
+    def _final_cursor(self) -> dt.datetime | None:
+        cursor = self._safe_cursor()
+        if cursor is not None:
+            return cursor
+        if self.config.date_extraction_function is not None or self._has_undelivered():
+            return None  # nothing dated was delivered: keep the stored cursor
+        return utc_now()
+
+    def _checkpoint(self) -> None:
+        self._write_cursor(self._safe_cursor())
+
+    def _write_cursor(self, cursor: dt.datetime | None) -> None:
+        if cursor is None:
+            return
+        text = format_instant(cursor)
+        if text == self._committed_text:
+            return
+        try:
+            self.work_manager.update_state(self.config.state_key, text)
+        except Exception as exc:
+            self._state_errors += 1
+            self.logger.warning(
+                f"Saving cursor {self.config.state_key}={text} failed ({exc!r}); "
+                "it will be written again at the next checkpoint"
+            )
+            return
+        self._committed = cursor
+        self._committed_text = text
+
+    def update_final_state(self) -> None:
+        """Write the cursor: the latest delivered date that passes no undelivered item.
+
+        Without date extraction, and with nothing undelivered, the current
+        time is written (the seed's behaviour).  Never raises for a failed write.
+        """
+        with self._lock:
+            cursor = self._final_cursor()
+            if cursor is None:
+                if self._has_undelivered():
+                    self.logger.warning(
+                        f"Cursor {self.config.state_key} held at "
+                        f"{self._committed_text or 'its stored value'}: "
+                        f"{len(self._items) + len(self._failed)} item(s) are not delivered"
+                    )
+                return
+            self._write_cursor(cursor)
+
+    def set_latest_date(self, date_str: Any) -> None:
+        """Declare data up to ``date_str`` as covered (a cursor candidate).
+
+        Raises ``ValueError`` when the value is not a date.
+        """
+        instant = parse_instant(date_str)
+        if instant is None:
+            raise ValueError(f"set_latest_date needs a date, got {date_str!r}")
+        with self._lock:
+            self._latest = _max(self._latest, instant)
+            self._delivered_max = _max(self._delivered_max, instant)
+
+    # ------------------------------------------------------------------ reading
+
+    def get_current_batch_size(self) -> int:
+        """Number of items waiting in the current batch."""
+        return len(self._items)
+
+    def get_failed_items(self) -> list[Any]:
+        """Items of batches that failed for good (a copy)."""
+        with self._lock:
+            return list(self._failed)
+
+    def clear_failed_items(self) -> None:
+        """Forget the failed items (after handling them); they no longer hold the cursor."""
+        with self._lock:
+            self._failed.clear()
+            self._failed_dates.clear()
+            self._failed_min = None
+
+    def retry_failed(self) -> int:
+        """Queue the failed items again (delivered with the next batches); returns how many."""
+        with self._lock:
+            items, dates = self._failed, self._failed_dates
+            self._failed, self._failed_dates, self._failed_min = [], [], None
+            for payload, date in zip(items, dates, strict=True):
+                self._append(payload, date)
+                self._accepted -= 1  # already counted when first accepted
+                if self.config.auto_process and len(self._items) >= self.config.batch_size:
+                    self._process_locked()
+            return len(items)
+
+    def get_statistics(self) -> dict[str, Any]:
+        """Counters and cursor dates (ISO 8601 UTC ``Z``)."""
+        with self._lock:
+            elapsed = 0.0
+            if self._first_item_at is not None:
+                end = self._last_delivery_at or self._clock()
+                elapsed = max(end - self._first_item_at, 0.0)
+            return {
+                "total_items_processed": self._items_processed,
+                "total_batches_processed": self._batches_processed,
+                "total_items_sent": self._items_sent,
+                "current_batch_size": len(self._items),
+                "failed_items_count": len(self._failed),
+                "latest_date": _iso(self._latest),
+                "batch_size_limit": self.config.batch_size,
+                "total_items_accepted": self._accepted,
+                "rejected_items": sum(self._rejected.values()),
+                "rejected_by_reason": dict(self._rejected),
+                "date_errors": self._date_errors,
+                "failed_batches": self._batches_failed,
+                "retries": self._retries,
+                "total_objects_sent": self._objects_sent,
+                "reference_objects_added": self._references_added,
+                "unresolved_references": self._references_unresolved,
+                "committed_cursor": self._committed_text,
+                "state_update_errors": self._state_errors,
+                "work_close_errors": self._close_errors,
+                "hook_errors": self._hook_errors,
+                "items_per_second": (self._items_processed / elapsed) if elapsed > 0 else 0.0,
+            }
+
+    # --------------------------------------------------------- context manager
+
+    def __enter__(self) -> GenericBatchProcessor:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        flush_error: BaseException | None = None
+        try:
+            self.flush()
+        except Exception as error:
+            flush_error = error
+            if exc is not None:
+                self.logger.error(f"Flushing on exit failed: {error!r}")
+        finally:
+            self.update_final_state()
+        if exc is None and flush_error is not None:
+            raise flush_error
+
+    def __repr__(self) -> str:
+        return (
+            f"<GenericBatchProcessor {self.config.entity_type!r} batch_size="
+            f"{self.config.batch_size} pending={len(self._items)} failed={len(self._failed)}>"
+        )
