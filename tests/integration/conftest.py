@@ -1,0 +1,98 @@
+"""Fixtures: the real RabbitMQ broker, the stub OpenCTI API, real pycti helpers."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pika
+import pytest
+
+from tests.integration.stub_opencti import StubOpenCTI
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+
+
+def _redacted(url: str) -> str:
+    params = pika.URLParameters(url)
+    return f"amqp://{params.host}:{params.port}/{params.virtual_host}"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The broker URL (``AMQP_URL``, default the local guest broker)."""
+    return os.environ.get("AMQP_URL", DEFAULT_AMQP_URL)
+
+
+@pytest.fixture(scope="session")
+def broker(amqp_url: str) -> str:
+    """The broker URL once the broker answered; skip (or fail when required) if not."""
+    params = pika.URLParameters(amqp_url)
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    params.connection_attempts = 1
+    try:
+        pika.BlockingConnection(params).close()
+    except Exception as exc:
+        reason = (
+            f"RabbitMQ not reachable at {_redacted(amqp_url)} ({type(exc).__name__}); "
+            "start it or set AMQP_URL"
+        )
+        if os.environ.get("CONNECTOR_BATCHING_REQUIRE_BROKER") == "1":
+            pytest.fail(f"{reason} — required by CONNECTOR_BATCHING_REQUIRE_BROKER=1")
+        pytest.skip(reason)
+    return amqp_url
+
+
+@pytest.fixture
+def stub(broker: str) -> Iterator[StubOpenCTI]:
+    """A started stub platform with its own push queue (deleted afterwards)."""
+    server = StubOpenCTI(broker).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+HelperFactory = Callable[..., Any]
+
+
+def helper_config(stub: StubOpenCTI, **connector: Any) -> dict[str, Any]:
+    """An OpenCTI connector configuration pointing at ``stub``."""
+    return {
+        "opencti": {"url": stub.url, "token": stub.token, "json_logging": False},
+        "connector": {
+            "id": stub.connector_id,
+            "type": "EXTERNAL_IMPORT",
+            "name": f"batching-test-{stub.connector_id[:8]}",
+            "scope": "indicator,url",
+            "log_level": "info",
+            **connector,
+        },
+    }
+
+
+@pytest.fixture
+def make_helper(stub: StubOpenCTI) -> Iterator[HelperFactory]:
+    """Build real ``OpenCTIConnectorHelper`` objects against ``stub``; stopped afterwards."""
+    from pycti import OpenCTIConnectorHelper
+
+    helpers: list[Any] = []
+    saved_hook = sys.excepthook
+
+    def make(**connector: Any) -> Any:
+        try:
+            helper = OpenCTIConnectorHelper(helper_config(stub, **connector))
+        finally:
+            sys.excepthook = saved_hook  # pycti installs a hook that SIGTERMs the process
+        helpers.append(helper)
+        return helper
+
+    yield make
+    for helper in helpers:
+        ping = getattr(helper, "ping", None)
+        if ping is not None:
+            ping.stop()
+    sys.excepthook = saved_hook
