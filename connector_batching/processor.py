@@ -15,7 +15,6 @@ from typing import Any
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import (
     CURSOR_STEP,
-    InvalidDate,
     format_instant,
     parse_instant,
     utc_now,
@@ -47,18 +46,22 @@ def _iso(instant: dt.datetime | None) -> str | None:
     return None if instant is None else format_instant(instant)
 
 
+DateSpan = tuple[dt.datetime, dt.datetime] | None
+"""An item's (earliest, latest) date: a group's members may differ; None: undated."""
+
+
 class _Batch:
     """Items cut for delivery, with their dates and the range of those dates."""
 
     __slots__ = ("dates", "items", "max_date", "min_date", "number")
 
-    def __init__(self, number: int, items: list[Any], dates: list[dt.datetime | None]) -> None:
+    def __init__(self, number: int, items: list[Any], dates: list[DateSpan]) -> None:
         self.number = number
         self.items = items
         self.dates = dates
-        dated = [d for d in dates if d is not None]
-        self.min_date = min(dated) if dated else None
-        self.max_date = max(dated) if dated else None
+        spans = [span for span in dates if span is not None]
+        self.min_date = min(span[0] for span in spans) if spans else None
+        self.max_date = max(span[1] for span in spans) if spans else None
 
 
 class GenericBatchProcessor:
@@ -91,7 +94,7 @@ class GenericBatchProcessor:
         self._references = ReferenceCache(config.reference_cache_size)
         # current batch
         self._items: list[Any] = []
-        self._dates: list[dt.datetime | None] = []
+        self._dates: list[DateSpan] = []
         self._batch_min: dt.datetime | None = None
         self._batch_started: float | None = None
         self._batch_num = 0
@@ -102,7 +105,7 @@ class GenericBatchProcessor:
         self._committed_text: str | None = None
         # failures
         self._failed: list[Any] = []
-        self._failed_dates: list[dt.datetime | None] = []
+        self._failed_dates: list[DateSpan] = []
         self._failed_min: dt.datetime | None = None
         # counters
         self._accepted = 0
@@ -149,7 +152,7 @@ class GenericBatchProcessor:
                 added += 1
         return added
 
-    def _prepare(self, item: Any) -> tuple[Any, dt.datetime | None] | None:
+    def _prepare(self, item: Any) -> tuple[Any, DateSpan] | None:
         """Normalise, validate and date one item; None when it is rejected."""
         config = self.config
         try:
@@ -173,25 +176,27 @@ class GenericBatchProcessor:
             date = self._extract_date(extract, payload)
         return payload, date
 
-    def _extract_date(self, extract: Callable[[Any], Any], payload: Any) -> dt.datetime | None:
+    def _extract_date(self, extract: Callable[[Any], Any], payload: Any) -> DateSpan:
+        earliest: dt.datetime | None = None
         latest: dt.datetime | None = None
         for member in iter_members(payload):
             try:
-                latest = _max(latest, parse_instant(extract(member)))
-            except InvalidDate:
+                date = parse_instant(extract(member))
+            except Exception:  # InvalidDate or the function's own error: undated
                 with self._lock:
                     self._date_errors += 1
-            except Exception:
-                with self._lock:
-                    self._date_errors += 1
-        return latest
+                continue
+            earliest, latest = _min(earliest, date), _max(latest, date)
+        if earliest is None or latest is None:
+            return None
+        return (earliest, latest)
 
     def _reject(self, reason: str, detail: str) -> None:
         with self._lock:
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
         self.logger.debug(f"Rejected an item ({reason}): {detail}")
 
-    def _append(self, payload: Any, date: dt.datetime | None) -> None:
+    def _append(self, payload: Any, date: DateSpan) -> None:
         if not self._items:
             self._batch_started = self._clock()
             if self._first_item_at is None:
@@ -200,10 +205,11 @@ class GenericBatchProcessor:
         self._dates.append(date)
         self._accepted += 1
         if date is not None:
-            if self._latest is None or date > self._latest:
-                self._latest = date
-            if self._batch_min is None or date < self._batch_min:
-                self._batch_min = date
+            earliest, latest = date
+            if self._latest is None or latest > self._latest:
+                self._latest = latest
+            if self._batch_min is None or earliest < self._batch_min:
+                self._batch_min = earliest
 
     def _batch_is_stale(self) -> bool:
         age = self.config.max_batch_age
@@ -292,7 +298,7 @@ class GenericBatchProcessor:
         if sent:
             # Delivered, but the work could not be marked processed.
             assert work_id is not None and objects is not None
-            self._close_in_error(work_id, f"delivered, but closing the work failed: {error}")
+            self._close_delivered(work_id, error)
             self._succeed(batch, processed, objects, work_id, attempt)
             return work_id
         reason = f"{type(error).__name__}: {error}"
@@ -390,6 +396,13 @@ class GenericBatchProcessor:
         )
         self._checkpoint()
 
+    def _close_delivered(self, work_id: str, error: Exception) -> None:
+        """Last try to close a work whose bundle went out; in error if that fails too."""
+        try:
+            self.work_manager.work_to_process(work_id)
+        except Exception:
+            self._close_in_error(work_id, f"delivered, but closing the work failed: {error}")
+
     def _close_in_error(self, work_id: str, message: str) -> None:
         manager = self.work_manager
         for _ in range(2):
@@ -465,15 +478,18 @@ class GenericBatchProcessor:
         text = format_instant(cursor)
         if text == self._committed_text:
             return
-        try:
-            self.work_manager.update_state(self.config.state_key, text)
-        except Exception as exc:
-            self._state_errors += 1
-            self.logger.warning(
-                f"Saving cursor {self.config.state_key}={text} failed ({exc!r}); "
-                "it will be written again at the next checkpoint"
-            )
-            return
+        for attempt in (1, 2):  # one immediate retry: a lowered cursor matters
+            try:
+                self.work_manager.update_state(self.config.state_key, text)
+                break
+            except Exception as exc:
+                self._state_errors += 1
+                if attempt == 2:
+                    self.logger.warning(
+                        f"Saving cursor {self.config.state_key}={text} failed ({exc!r}); "
+                        "it will be written again at the next checkpoint"
+                    )
+                    return
         self._committed = cursor
         self._committed_text = text
 
