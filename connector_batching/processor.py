@@ -87,6 +87,11 @@ class GenericBatchProcessor:
         self.work_manager = work_manager
         self.logger: Any = logger if logger is not None else _LOG
         self._error_closing = supports_error_closing(work_manager)
+        # Read once: the hot path must not look them up per item.
+        self._batch_size = config.batch_size
+        self._auto_process = config.auto_process
+        self._max_batch_age = config.max_batch_age
+        self._plain = config.validation_function is None and config.date_extraction_function is None
         self._lock = threading.RLock()
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
@@ -133,24 +138,103 @@ class GenericBatchProcessor:
         Raises the configured exception class only when adding completes a
         batch that then fails for good (its items are kept as failed).
         """
-        prepared = self._prepare(item)
-        if prepared is None:
-            return False
-        payload, date = prepared
+        if (
+            self._plain
+            and type(item) is dict
+            and type(item.get("id")) is str
+            and type(item.get("type")) is str
+        ):
+            payload: Any = item
+            date: DateSpan = None
+        else:
+            prepared = self._prepare(item)
+            if prepared is None:
+                return False
+            payload, date = prepared
         with self._lock:
-            self._append(payload, date)
-            full = self.config.auto_process and len(self._items) >= self.config.batch_size
-            if full or self._batch_is_stale():
+            items = self._items
+            if not items:
+                self._start_batch()
+            items.append(payload)
+            self._dates.append(date)
+            self._accepted += 1
+            if date is not None:
+                self._note_date(date)
+            if (self._auto_process and len(items) >= self._batch_size) or (
+                self._max_batch_age is not None and self._batch_is_stale()
+            ):
                 self._process_locked()
         return True
 
     def add_items(self, items: Iterable[Any]) -> int:
-        """Add several items; returns how many were accepted."""
+        """Add several items; returns how many were accepted.
+
+        Faster than repeated :meth:`add_item`: the lock is taken once per run
+        of items that fit in the current batch.
+        """
         added = 0
+        chunk: list[Any] = []
+        spans: list[DateSpan] = []
+        room = self._room()
+        plain = self._plain
         for item in items:
-            if self.add_item(item):
-                added += 1
+            if (
+                plain
+                and type(item) is dict
+                and type(item.get("id")) is str
+                and type(item.get("type")) is str
+            ):
+                chunk.append(item)
+                spans.append(None)
+            else:
+                prepared = self._prepare(item)
+                if prepared is None:
+                    continue
+                chunk.append(prepared[0])
+                spans.append(prepared[1])
+            if len(chunk) >= room:
+                added += self._extend(chunk, spans)
+                chunk, spans = [], []
+                room = self._room()
+        if chunk:
+            added += self._extend(chunk, spans)
         return added
+
+    def _room(self) -> int:
+        """Items that fit in the current batch before it is processed (at least 1)."""
+        if not self._auto_process:
+            return 4_096
+        return max(self._batch_size - len(self._items), 1)
+
+    def _extend(self, payloads: list[Any], spans: list[DateSpan]) -> int:
+        """Append accepted items, processing each batch as it fills."""
+        with self._lock:
+            start = 0
+            total = len(payloads)
+            while start < total:
+                items = self._items
+                if not items:
+                    self._start_batch()
+                take = total - start
+                if self._auto_process:
+                    take = min(take, max(self._batch_size - len(items), 0))
+                    if take == 0:
+                        self._process_locked()
+                        continue
+                end = start + take
+                items.extend(payloads[start:end])
+                part = spans[start:end]
+                self._dates.extend(part)
+                self._accepted += take
+                for span in part:
+                    if span is not None:
+                        self._note_date(span)
+                start = end
+                if (self._auto_process and len(items) >= self._batch_size) or (
+                    self._max_batch_age is not None and self._batch_is_stale()
+                ):
+                    self._process_locked()
+        return total
 
     def _prepare(self, item: Any) -> tuple[Any, DateSpan] | None:
         """Normalise, validate and date one item; None when it is rejected."""
@@ -196,20 +280,26 @@ class GenericBatchProcessor:
             self._rejected[reason] = self._rejected.get(reason, 0) + 1
         self.logger.debug(f"Rejected an item ({reason}): {detail}")
 
+    def _start_batch(self) -> None:
+        self._batch_started = self._clock()
+        if self._first_item_at is None:
+            self._first_item_at = self._batch_started
+
+    def _note_date(self, span: tuple[dt.datetime, dt.datetime]) -> None:
+        earliest, latest = span
+        if self._latest is None or latest > self._latest:
+            self._latest = latest
+        if self._batch_min is None or earliest < self._batch_min:
+            self._batch_min = earliest
+
     def _append(self, payload: Any, date: DateSpan) -> None:
         if not self._items:
-            self._batch_started = self._clock()
-            if self._first_item_at is None:
-                self._first_item_at = self._batch_started
+            self._start_batch()
         self._items.append(payload)
         self._dates.append(date)
         self._accepted += 1
         if date is not None:
-            earliest, latest = date
-            if self._latest is None or latest > self._latest:
-                self._latest = latest
-            if self._batch_min is None or earliest < self._batch_min:
-                self._batch_min = earliest
+            self._note_date(date)
 
     def _batch_is_stale(self) -> bool:
         age = self.config.max_batch_age
@@ -350,7 +440,6 @@ class GenericBatchProcessor:
             else:
                 members.append(payload)
         extra, unresolved = complete_references(members, self._references)
-        self._references.remember(members)
         self._references_added += len(extra)
         self._references_unresolved += unresolved
         return extra + members if extra else members

@@ -8,89 +8,158 @@ objects already seen lets each batch carry its own references.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from connector_batching.stix import STANDARD_MARKINGS, object_id, object_type, referenced_ids
+from connector_batching.stix import STANDARD_MARKINGS, fields_of, object_id, object_type
 
 #: Types kept in their own cache so a flood of indicators never evicts them.
 PINNED_TYPES = frozenset({"marking-definition", "identity", "extension-definition"})
 PINNED_CACHE_SIZE = 2_048
 _MAX_DEPTH = 4  # references of references (an identity's marking, …)
 
+# key -> 0 (not a reference), 1 (`*_ref`), 2 (`*_refs`), 3 (granular_markings)
+_KEY_KINDS: dict[str, int] = {}
+
+
+def _key_kind(key: str) -> int:
+    kind = _KEY_KINDS.get(key)
+    if kind is None:
+        if key.endswith("_ref"):
+            kind = 1
+        elif key.endswith("_refs"):
+            kind = 2
+        elif key == "granular_markings":
+            kind = 3
+        else:
+            kind = 0
+        if len(_KEY_KINDS) < 10_000:
+            _KEY_KINDS[key] = kind
+    return kind
+
+
+def _collect(value: Any, kind: int, out: set[str]) -> None:
+    if kind == 1:
+        if isinstance(value, str):
+            out.add(value)
+    elif isinstance(value, list | tuple):
+        for ref in value:
+            if kind == 3:
+                ref = fields_of(ref).get("marking_ref")
+            elif not isinstance(ref, str):
+                ref = getattr(ref, "id", None)  # stix2 accepts objects in *_refs
+            if isinstance(ref, str):
+                out.add(ref)
+
+
+def add_references(obj: Any, out: set[str]) -> None:
+    """Add the ids ``obj`` points at (``*_ref``, ``*_refs``, granular markings) to ``out``."""
+    fields = obj if type(obj) is dict else fields_of(obj)
+    kinds = _KEY_KINDS
+    for key in fields:
+        kind = kinds.get(key)
+        if kind is None:
+            kind = _key_kind(key)
+        if kind:
+            _collect(fields[key], kind, out)
+
 
 class ReferenceCache:
-    """Bounded, insertion-ordered caches of STIX objects by id."""
+    """Bounded cache of STIX objects by id.
+
+    Markings, identities and extension definitions are pinned (their own
+    bound); other objects live in two generations of about ``size`` entries
+    each (rotated after each batch), so inserting is a plain dict write and
+    memory stays within ``2 * size + batch``.
+    """
 
     def __init__(self, size: int) -> None:
         self._size = size
         self._pinned: dict[str, Any] = {}
-        self._recent: dict[str, Any] = {}
+        self._young: dict[str, Any] = {}
+        self._old: dict[str, Any] = {}
 
     def __len__(self) -> int:
-        return len(self._pinned) + len(self._recent)
+        return len(self._pinned) + len(self._young) + len(self._old)
 
-    def remember(self, objects: Iterable[Any]) -> None:
-        """Keep ``objects`` (the newest version of each id wins)."""
-        pinned, recent, size = self._pinned, self._recent, self._size
-        for obj in objects:
-            try:
-                oid = object_id(obj)
-                kind = object_type(obj)
-            except (KeyError, AttributeError, TypeError):
-                continue
-            target = pinned if kind in PINNED_TYPES else recent
-            limit = PINNED_CACHE_SIZE if target is pinned else size
-            if limit == 0:
-                continue
-            target.pop(oid, None)
-            target[oid] = obj
-            if len(target) > limit:
-                del target[next(iter(target))]
+    def remember(self, oid: str, kind: str, obj: Any) -> None:
+        """Keep ``obj`` (the newest version of an id wins)."""
+        if kind in PINNED_TYPES:
+            pinned = self._pinned
+            pinned.pop(oid, None)
+            pinned[oid] = obj
+            if len(pinned) > PINNED_CACHE_SIZE:
+                del pinned[next(iter(pinned))]
+        elif self._size:
+            self._young[oid] = obj  # callers rotate() after each batch
+
+    def rotate(self) -> None:
+        """Start a new generation once the young one is full."""
+        if len(self._young) >= self._size:
+            self._old, self._young = self._young, {}
 
     def get(self, oid: str) -> Any | None:
         """The cached object with id ``oid`` (or a standard TLP marking), else None."""
         found = self._pinned.get(oid)
         if found is None:
-            found = self._recent.get(oid)
-        if found is None:
-            found = STANDARD_MARKINGS.get(oid)
+            found = self._young.get(oid)
+            if found is None:
+                found = self._old.get(oid)
+                if found is None:
+                    found = STANDARD_MARKINGS.get(oid)
         return found
 
 
-def complete_references(objects: list[Any], cache: ReferenceCache) -> tuple[list[Any], int]:
-    """Return (referenced objects missing from ``objects`` found in ``cache``, unresolved count).
+def complete_references(members: list[Any], cache: ReferenceCache) -> tuple[list[Any], int]:
+    """Remember ``members`` and return the referenced objects they lack.
 
-    References of the added objects are followed too, a few levels deep.
+    Returns (objects found in ``cache`` that ``members`` reference but do not
+    contain, followed a few levels deep; the number of references not found).
     """
     present: set[str] = set()
-    for obj in objects:
+    wanted: set[str] = set()
+    kinds = _KEY_KINDS
+    young = cache._young if cache._size else {}
+    for obj in members:
+        if type(obj) is dict:
+            oid, kind = obj["id"], obj["type"]
+            present.add(oid)
+            if kind in PINNED_TYPES:
+                cache.remember(oid, kind, obj)
+            else:
+                young[oid] = obj
+            for key in obj:
+                key_kind = kinds.get(key)
+                if key_kind is None:
+                    key_kind = _key_kind(key)
+                if key_kind:
+                    _collect(obj[key], key_kind, wanted)
+            continue
         try:
-            present.add(object_id(obj))
+            oid, kind = object_id(obj), object_type(obj)
         except (KeyError, AttributeError, TypeError):
             continue
+        present.add(oid)
+        cache.remember(oid, kind, obj)
+        add_references(obj, wanted)
+    if cache._size:
+        cache.rotate()
+    wanted -= present
     added: list[Any] = []
-    unresolved: set[str] = set()
-    frontier = objects
-    for _ in range(_MAX_DEPTH):
-        wanted: list[str] = []
-        for obj in frontier:
-            try:
-                refs = list(referenced_ids(obj))
-            except (AttributeError, TypeError):
-                continue
-            for ref in refs:
-                if ref not in present:
-                    present.add(ref)
-                    wanted.append(ref)
-        if not wanted:
-            break
-        frontier = []
-        for ref in wanted:
-            found = cache.get(ref)
-            if found is None:
-                unresolved.add(ref)
+    unresolved = 0
+    depth = 0
+    while wanted and depth < _MAX_DEPTH:
+        depth += 1
+        present |= wanted
+        found: list[Any] = []
+        for ref in sorted(wanted):
+            obj = cache.get(ref)
+            if obj is None:
+                unresolved += 1
             else:
-                frontier.append(found)
-        added.extend(frontier)
-    return added, len(unresolved)
+                found.append(obj)
+        added.extend(found)
+        wanted = set()
+        for obj in found:
+            add_references(obj, wanted)
+        wanted -= present
+    return added, unresolved

@@ -122,7 +122,8 @@ def object_type(obj: Any) -> str:
     return str(obj.type)
 
 
-def _fields(obj: Any) -> Mapping[str, Any]:
+def fields_of(obj: Any) -> Mapping[str, Any]:
+    """The properties of a STIX dict, stix2 object or plain object."""
     if type(obj) is dict:
         return obj
     if isinstance(obj, _STIXBase):
@@ -130,26 +131,6 @@ def _fields(obj: Any) -> Mapping[str, Any]:
     if isinstance(obj, Mapping):
         return obj
     return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
-
-
-def referenced_ids(obj: Any) -> Iterator[str]:
-    """Yield the ids ``obj`` points at: ``*_ref``, ``*_refs`` and granular markings."""
-    for key, value in _fields(obj).items():
-        if key.endswith("_ref"):
-            if isinstance(value, str):
-                yield value
-        elif key.endswith("_refs"):
-            if isinstance(value, list | tuple):
-                for ref in value:
-                    if isinstance(ref, str):
-                        yield ref
-                    elif isinstance(ref, _STIXBase):  # stix2 accepts objects here
-                        yield str(ref["id"])
-        elif key == "granular_markings" and isinstance(value, list | tuple):
-            for marking in value:
-                ref = _fields(marking).get("marking_ref")
-                if isinstance(ref, str):
-                    yield ref
 
 
 def _plain(value: Any) -> Any:
@@ -178,7 +159,7 @@ def to_stix_dict(obj: Any) -> dict[str, Any]:
     to_dict = getattr(obj, "to_dict", None)
     if callable(to_dict):
         return _plain(to_dict())  # type: ignore[no-any-return]
-    return _plain(dict(_fields(obj)))  # type: ignore[no-any-return]
+    return _plain(dict(fields_of(obj)))  # type: ignore[no-any-return]
 
 
 def _modified(obj: Mapping[str, Any]) -> str:
