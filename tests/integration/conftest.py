@@ -83,11 +83,19 @@ def make_helper(stub: StubOpenCTI) -> Iterator[HelperFactory]:
     saved_hook = sys.excepthook
 
     def make(**connector: Any) -> Any:
+        pings_before = len(stub.calls_of("PingConnector"))
         try:
             helper = OpenCTIConnectorHelper(helper_config(stub, **connector))
         finally:
             sys.excepthook = saved_hook  # pycti installs a hook that SIGTERMs the process
         helpers.append(helper)
+        if getattr(helper, "ping", None) is not None:
+            # The helper's ping thread sends the state it read at start; let that first
+            # ping land before the test moves cursors, or it may overwrite a newer state.
+            stub.wait_for(
+                lambda: len(stub.calls_of("PingConnector")) > pings_before,
+                what="the helper's first ping",
+            )
         return helper
 
     yield make

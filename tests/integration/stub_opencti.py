@@ -36,7 +36,7 @@ class Call:
 
     operation: str
     variables: dict[str, Any]
-    outcome: str  # "ok", "graphql_error", "http_500", "unknown"
+    outcome: str  # "ok", "graphql_error", "http_500", "unknown", "not_found"
 
 
 @dataclass
@@ -183,6 +183,14 @@ class StubOpenCTI:
         with self._lock:
             self._pending_reset = (None if state is None else json.dumps(state),)
 
+    def wait_for(self, condition: Any, what: str, timeout: float = 15.0) -> None:
+        """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"stub OpenCTI: timed out waiting for {what}")
+            time.sleep(0.005)
+
     # -- views --------------------------------------------------------------
 
     def operations(self) -> list[str]:
@@ -226,8 +234,13 @@ class StubOpenCTI:
             if resolver is None:
                 self.calls.append(Call(operation, variables, "unknown"))
                 return 200, _error(f"Stub does not implement {operation}", "UNSUPPORTED")
+            try:
+                data = resolver(variables)
+            except KeyError as exc:
+                self.calls.append(Call(operation, variables, "not_found"))
+                return 200, _error(f"Work not found: {exc}", "WORK_NOT_ALIVE")
             self.calls.append(Call(operation, variables, "ok"))
-            return 200, {"data": resolver(variables)}
+            return 200, {"data": data}
 
     def _connector_config(self) -> dict[str, Any]:
         broker = self.advertised_broker
@@ -387,12 +400,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._reply(400, "invalid JSON")
             return
-        try:
-            status, body = self.owner.handle(
-                request.get("query", ""), request.get("variables") or {}
-            )
-        except KeyError as exc:
-            status, body = 200, _error(f"Work not found: {exc}", "WORK_NOT_ALIVE")
+        variables = request.get("variables") or {}
+        status, body = self.owner.handle(request.get("query", ""), variables)
         self._reply(status, body)
 
 
