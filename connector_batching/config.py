@@ -121,6 +121,9 @@ class GenericBatchProcessorConfig:
     """Randomise each delay within [delay/2, delay] to spread retries."""
     max_batch_age: float | None = None
     """Process a batch whose oldest item is older than this at the next call (seconds)."""
+    max_in_flight_batches: int = 0
+    """Pipelined sending: batches queued or sending on a background thread while
+    the producer keeps adding (0: synchronous, the seed's behaviour)."""
     reference_cache_size: int = 10_000
     """Objects kept to complete later bundles' references (markings and authors apart)."""
     dead_letter_path: str | None = None
@@ -167,6 +170,14 @@ class GenericBatchProcessorConfig:
         ):
             raise ValueError(
                 f"reference_cache_size must be an integer >= 0, got {self.reference_cache_size!r}"
+            )
+        if (
+            isinstance(self.max_in_flight_batches, bool)
+            or not isinstance(self.max_in_flight_batches, int)
+            or self.max_in_flight_batches < 0
+        ):
+            raise ValueError(
+                f"max_in_flight_batches must be an integer >= 0, got {self.max_in_flight_batches!r}"
             )
         for name in (
             "date_extraction_function",

@@ -19,6 +19,7 @@ from connector_batching.cursor import (
     parse_instant,
     utc_now,
 )
+from connector_batching.pipeline import BatchPipeline
 from connector_batching.references import ReferenceCache, complete_references
 from connector_batching.stix import ItemRejected, iter_members, normalize_item
 from connector_batching.work_manager import check_work_manager, supports_error_closing
@@ -53,7 +54,7 @@ DateSpan = tuple[dt.datetime, dt.datetime] | None
 class _Batch:
     """Items cut for delivery, with their dates and the range of those dates."""
 
-    __slots__ = ("dates", "items", "max_date", "min_date", "number")
+    __slots__ = ("dates", "items", "max_date", "min_date", "number", "work_id")
 
     def __init__(self, number: int, items: list[Any], dates: list[DateSpan]) -> None:
         self.number = number
@@ -62,6 +63,7 @@ class _Batch:
         spans = [span for span in dates if span is not None]
         self.min_date = min(span[0] for span in spans) if spans else None
         self.max_date = max(span[1] for span in spans) if spans else None
+        self.work_id: str | None = None
 
 
 class GenericBatchProcessor:
@@ -93,6 +95,13 @@ class GenericBatchProcessor:
         self._max_batch_age = config.max_batch_age
         self._plain = config.validation_function is None and config.date_extraction_function is None
         self._lock = threading.RLock()
+        self._in_flight: dict[int, dt.datetime | None] = {}  # batch number -> earliest date
+        self._max_in_flight = config.max_in_flight_batches
+        self._pipeline: BatchPipeline[_Batch] | None = None
+        if self._max_in_flight > 0:
+            self._pipeline = BatchPipeline(
+                self._deliver, threading.Condition(self._lock), self._max_in_flight
+            )
         self._sleep: Callable[[float], None] = time.sleep
         self._clock: Callable[[], float] = time.monotonic
         self._random = random.Random()
@@ -164,6 +173,8 @@ class GenericBatchProcessor:
                 self._max_batch_age is not None and self._batch_is_stale()
             ):
                 self._process_locked()
+        if self._pipeline is not None:
+            self._after_add()
         return True
 
     def add_items(self, items: Iterable[Any]) -> int:
@@ -234,6 +245,8 @@ class GenericBatchProcessor:
                     self._max_batch_age is not None and self._batch_is_stale()
                 ):
                     self._process_locked()
+        if self._pipeline is not None:
+            self._after_add()
         return total
 
     def _prepare(self, item: Any) -> tuple[Any, DateSpan] | None:
@@ -312,33 +325,80 @@ class GenericBatchProcessor:
     # -------------------------------------------------------------- processing
 
     def process_current_batch(self) -> str | None:
-        """Deliver the current batch now; returns its work id (None if empty)."""
+        """Deliver the current batch now; returns its work id (None if empty).
+
+        With pipelined sending this waits for the batch (and those before it).
+        """
+        self._raise_pipeline_error()
         with self._lock:
-            return self._process_locked()
+            batch = self._process_locked()
+        return self._settle(batch)
 
     def flush(self) -> str | None:
-        """Deliver whatever is in the current batch; None when there is nothing."""
+        """Deliver whatever is in the current batch; None when there is nothing.
+
+        With pipelined sending this waits until every batch has been delivered
+        or failed, and raises the first failure not yet reported.
+        """
         with self._lock:
-            if not self._items:
-                return None
-            return self._process_locked()
+            batch = self._process_locked() if self._items else None
+        return self._settle(batch)
 
     def process_if_due(self) -> str | None:
         """Deliver the current batch if it is older than ``max_batch_age``."""
+        self._raise_pipeline_error()
         with self._lock:
-            if self._items and self._batch_is_stale():
-                return self._process_locked()
+            batch = self._process_locked() if self._items and self._batch_is_stale() else None
+        if batch is None:
             return None
+        return self._settle(batch)
 
-    def _process_locked(self) -> str | None:
+    def close(self) -> None:
+        """Flush and stop the background sender (pipelined mode); idempotent."""
+        try:
+            self.flush()
+        finally:
+            if self._pipeline is not None:
+                self._pipeline.close()
+
+    def _settle(self, batch: _Batch | None) -> str | None:
+        """Wait for queued batches (pipelined mode) and report their outcome."""
+        if self._pipeline is not None:
+            self._pipeline.drain()
+            self._raise_pipeline_error()
+        return None if batch is None else batch.work_id
+
+    def _raise_pipeline_error(self) -> None:
+        if self._pipeline is not None:
+            with self._lock:
+                error = self._pipeline.take_error()
+            if error is not None:
+                raise error
+
+    def _after_add(self) -> None:
+        """Pipelined mode: surface a failure and apply back-pressure (lock not held)."""
+        pipeline = self._pipeline
+        if pipeline is not None:
+            if pipeline.in_flight > self._max_in_flight:
+                pipeline.wait_for_room()
+            self._raise_pipeline_error()
+
+    def _process_locked(self) -> _Batch | None:
+        """Cut the current batch and deliver it (or queue it when pipelined)."""
         if not self._items:
-            return self._handle_empty_batch()
+            self._handle_empty_batch()
+            return None
         self._batch_num += 1
         batch = _Batch(self._batch_num, self._items, self._dates)
         self._items, self._dates = [], []
         self._batch_min = None
         self._batch_started = None
-        return self._deliver(batch)
+        self._in_flight[batch.number] = batch.min_date
+        if self._pipeline is not None:
+            self._pipeline.submit(batch)
+        else:
+            self._deliver(batch)
+        return batch
 
     def _handle_empty_batch(self) -> str | None:
         behavior = self.config.empty_batch_behavior
@@ -349,6 +409,8 @@ class GenericBatchProcessor:
         return None
 
     def _deliver(self, batch: _Batch) -> str:
+        """Send one batch with retries; book-keeping under the lock, I/O outside it
+        when pipelined (in synchronous mode the caller already holds the lock)."""
         config = self.config
         manager = self.work_manager
         work_name = config.format_work_name(batch.number)
@@ -381,15 +443,16 @@ class GenericBatchProcessor:
         except BaseException as interrupt:  # KeyboardInterrupt, SystemExit: keep nothing open
             self._fail(batch, work_id, f"interrupted: {type(interrupt).__name__}")
             raise
+        if error is not None and sent:
+            # Delivered, but the work could not be marked processed.
+            assert work_id is not None
+            self._close_delivered(work_id, error)
+            error = None
         if error is None:
             assert work_id is not None and objects is not None
-            self._succeed(batch, processed, objects, work_id, attempt)
-            return work_id
-        if sent:
-            # Delivered, but the work could not be marked processed.
-            assert work_id is not None and objects is not None
-            self._close_delivered(work_id, error)
-            self._succeed(batch, processed, objects, work_id, attempt)
+            batch.work_id = work_id
+            with self._lock:
+                self._succeed(batch, processed, objects, work_id, attempt)
             return work_id
         reason = f"{type(error).__name__}: {error}"
         self._fail(batch, work_id, reason)
@@ -416,7 +479,8 @@ class GenericBatchProcessor:
                     f"after {attempt} attempt(s); last error: {exc}"
                 )
                 return False
-        self._retries += 1
+        with self._lock:
+            self._retries += 1
         self.logger.warning(
             f"Batch #{batch.number} attempt {attempt}/{config.max_retries + 1} failed "
             f"({type(exc).__name__}: {exc}); retrying in {delay:.2f}s"
@@ -439,15 +503,17 @@ class GenericBatchProcessor:
                 members.extend(payload)
             else:
                 members.append(payload)
-        extra, unresolved = complete_references(members, self._references)
-        self._references_added += len(extra)
-        self._references_unresolved += unresolved
+        with self._lock:  # the reference cache is shared by every delivering thread
+            extra, unresolved = complete_references(members, self._references)
+            self._references_added += len(extra)
+            self._references_unresolved += unresolved
         return extra + members if extra else members
 
     def _succeed(
         self, batch: _Batch, processed: list[Any], objects: list[Any], work_id: str, attempts: int
     ) -> None:
         config = self.config
+        self._in_flight.pop(batch.number, None)
         self._batches_processed += 1
         self._items_processed += len(batch.items)
         self._items_sent += len(processed)
@@ -473,17 +539,19 @@ class GenericBatchProcessor:
         )
 
     def _fail(self, batch: _Batch, work_id: str | None, reason: str) -> None:
-        self._batches_failed += 1
-        self._failed.extend(batch.items)
-        self._failed_dates.extend(batch.dates)
-        self._failed_min = _min(self._failed_min, batch.min_date)
         if work_id is not None:
             self._close_in_error(work_id, reason)
-        self.logger.error(
-            f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
-            f"for good ({reason}); kept as failed items, cursor held"
-        )
-        self._checkpoint()
+        with self._lock:
+            self._in_flight.pop(batch.number, None)
+            self._batches_failed += 1
+            self._failed.extend(batch.items)
+            self._failed_dates.extend(batch.dates)
+            self._failed_min = _min(self._failed_min, batch.min_date)
+            self.logger.error(
+                f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
+                f"for good ({reason}); kept as failed items, cursor held"
+            )
+            self._checkpoint()
 
     def _close_delivered(self, work_id: str, error: Exception) -> None:
         """Last try to close a work whose bundle went out; in error if that fails too."""
@@ -503,7 +571,8 @@ class GenericBatchProcessor:
                 return
             except Exception as exc:
                 last = exc
-        self._close_errors += 1
+        with self._lock:
+            self._close_errors += 1
         self.logger.error(f"Work {work_id} could not be closed: {last!r}")
 
     def _error(
@@ -531,8 +600,11 @@ class GenericBatchProcessor:
     # ------------------------------------------------------------------ cursor
 
     def _undelivered_floor(self) -> dt.datetime | None:
-        """The earliest date among accepted items not delivered (pending or failed)."""
-        return _min(self._batch_min, self._failed_min)
+        """The earliest date among accepted items not delivered (pending, in flight, failed)."""
+        floor = _min(self._batch_min, self._failed_min)
+        for in_flight in self._in_flight.values():
+            floor = _min(floor, in_flight)
+        return floor
 
     def _safe_cursor(self) -> dt.datetime | None:
         """The furthest cursor that passes no undelivered item's date."""
@@ -548,7 +620,7 @@ class GenericBatchProcessor:
         return candidate
 
     def _has_undelivered(self) -> bool:
-        return bool(self._items) or bool(self._failed)
+        return bool(self._items) or bool(self._failed) or bool(self._in_flight)
 
     def _final_cursor(self) -> dt.datetime | None:
         cursor = self._safe_cursor()
@@ -686,7 +758,7 @@ class GenericBatchProcessor:
     ) -> None:
         flush_error: BaseException | None = None
         try:
-            self.flush()
+            self.close()
         except Exception as error:
             flush_error = error
             if exc is not None:
