@@ -22,7 +22,7 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from stix2.base import _STIXBase
 
 from connector_batching.cursor import InvalidDate, format_instant, parse_instant, utc_now
-from connector_batching.stix import bundle_json, iter_members, normalize_item
+from connector_batching.stix import bundle_json, iter_members, normalize_item, object_id
 
 #: ``send_stix2_bundle`` keywords a user may set (``work_id`` is the manager's).
 SEND_OPTIONS = frozenset(
@@ -202,6 +202,8 @@ class OpenCTIWorkManager:
         self._open_works: dict[str, int] = {}  # work id -> objects in its last send
         self._attempts: dict[str, int] = {}
         self._metrics = _Metrics.get()
+        self._sleep = time.sleep
+        self._clock = time.monotonic
         self._labels = {"connector_id": str(getattr(helper, "connect_id", "") or "")}
 
     # -- logging and metrics -------------------------------------------------
@@ -263,22 +265,22 @@ class OpenCTIWorkManager:
         if not self.backpressure:
             return 0.0
         with self._queue_lock:
-            now = time.monotonic()
+            now = self._clock()
             if now - self._last_queue_check < self.queue_check_interval:
                 return 0.0
             threshold = self._threshold_mb()
             started = now
             waited_logged = False
             while True:
-                self._last_queue_check = time.monotonic()
+                self._last_queue_check = self._clock()
                 size = self.queue_size_mb()
                 if size is None:
-                    return time.monotonic() - started
+                    return self._clock() - started
                 if size < threshold:
                     self._set_buffering(size, threshold, False)
                     break
                 self._set_buffering(size, threshold, True)
-                elapsed = time.monotonic() - started
+                elapsed = self._clock() - started
                 if self.max_backpressure_wait is not None and elapsed >= self.max_backpressure_wait:
                     self._log(
                         "warning",
@@ -300,8 +302,8 @@ class OpenCTIWorkManager:
                         "recheck_in_s": self.queue_check_interval,
                     },
                 )
-                time.sleep(self.queue_check_interval)
-            waited = time.monotonic() - started
+                self._sleep(self.queue_check_interval)
+            waited = self._clock() - started
             if waited_logged:
                 self._metrics.backpressure_seconds.labels(**self._labels).inc(waited)
                 self._log("info", "Push queue back under its threshold", {"waited_s": waited})
@@ -340,10 +342,11 @@ class OpenCTIWorkManager:
     def send_bundle(self, work_id: str, objects: Sequence[Any]) -> None:
         """Send ``objects`` as one bundle (deduplicated by id) within ``work_id``."""
         members = _flatten(objects)
+        count = len({object_id(member) for member in members})  # as sent, deduplicated
         with self._lock:
             attempt = self._attempts.get(work_id, 0) + 1
             self._attempts[work_id] = attempt
-            self._open_works[work_id] = len(members)
+            self._open_works[work_id] = count
         if attempt > 1:
             self._metrics.retries.labels(**self._labels).inc()
         if not members:
@@ -361,18 +364,18 @@ class OpenCTIWorkManager:
                 "Cannot send the bundle",
                 {
                     "work_id": work_id,
-                    "objects": len(members),
+                    "objects": count,
                     "attempt": attempt,
                     "reason": str(exc),
                 },
             )
             raise
-        self._pycti_metric("record_send", len(members))
-        self._metrics.objects_sent.labels(**self._labels).inc(len(members))
+        self._pycti_metric("record_send", count)
+        self._metrics.objects_sent.labels(**self._labels).inc(count)
         self._log(
             "info",
             "Bundle sent",
-            {"work_id": work_id, "objects": len(members), "attempt": attempt},
+            {"work_id": work_id, "objects": count, "attempt": attempt},
         )
 
     def work_to_process(
