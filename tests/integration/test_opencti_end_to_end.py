@@ -35,13 +35,15 @@ def _config(**overrides: Any) -> GenericBatchProcessorConfig:
     return GenericBatchProcessorConfig(**options)
 
 
+@pytest.mark.parametrize("in_flight", [0, 2], ids=["synchronous", "pipelined"])
 def test_tlp_red_feed_arrives_complete_marked_and_attributed(
-    stub: StubOpenCTI, make_helper: Any
+    stub: StubOpenCTI, make_helper: Any, in_flight: int
 ) -> None:
     helper = make_helper()
     manager = OpenCTIWorkManager(helper)
     feed = rows(GROUPS)
-    processor = GenericBatchProcessor(_config(), manager, logger=helper.connector_logger)
+    config = _config(max_in_flight_batches=in_flight)
+    processor = GenericBatchProcessor(config, manager, logger=helper.connector_logger)
     with processor:
         processor.add_item(TLP_RED)
         processor.add_item(AUTHOR)
