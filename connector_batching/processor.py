@@ -19,6 +19,7 @@ from connector_batching.cursor import (
     parse_instant,
     utc_now,
 )
+from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.pipeline import BatchPipeline
 from connector_batching.references import ReferenceCache, complete_references
 from connector_batching.stix import ItemRejected, iter_members, normalize_item
@@ -41,6 +42,11 @@ def _max(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
     if b is None:
         return a
     return a if a >= b else b
+
+
+def _span_min(spans: list[Any]) -> dt.datetime | None:
+    dated = [span[0] for span in spans if span is not None]
+    return min(dated) if dated else None
 
 
 def _iso(instant: dt.datetime | None) -> str | None:
@@ -121,6 +127,12 @@ class GenericBatchProcessor:
         self._failed: list[Any] = []
         self._failed_dates: list[DateSpan] = []
         self._failed_min: dt.datetime | None = None
+        self._dead_letters: DeadLetterStore | None = None
+        self._dead_rows: dict[int, int] = {}  # id(payload) -> dead-letter row
+        self._dead_floor: dt.datetime | None = None  # earliest stored row not yet re-queued
+        if config.dead_letter_path:
+            self._dead_letters = DeadLetterStore(config.dead_letter_path)
+            _count, self._dead_floor = self._dead_letters.summary(config.state_key)
         # counters
         self._accepted = 0
         self._rejected: dict[str, int] = {}
@@ -514,6 +526,8 @@ class GenericBatchProcessor:
     ) -> None:
         config = self.config
         self._in_flight.pop(batch.number, None)
+        if self._dead_rows:
+            self._forget_dead_letters(batch.items)
         self._batches_processed += 1
         self._items_processed += len(batch.items)
         self._items_sent += len(processed)
@@ -547,11 +561,39 @@ class GenericBatchProcessor:
             self._failed.extend(batch.items)
             self._failed_dates.extend(batch.dates)
             self._failed_min = _min(self._failed_min, batch.min_date)
+            if self._dead_letters is not None:
+                self._persist_dead_letters(batch, reason)
             self.logger.error(
                 f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
                 f"for good ({reason}); kept as failed items, cursor held"
             )
             self._checkpoint()
+
+    def _persist_dead_letters(self, batch: _Batch, reason: str) -> None:
+        store = self._dead_letters
+        assert store is not None
+        rows = self._dead_rows
+        known = [rows[id(p)] for p in batch.items if id(p) in rows]
+        fresh = [(p, d) for p, d in zip(batch.items, batch.dates, strict=True) if id(p) not in rows]
+        try:
+            if known:
+                store.failed_again(known, reason)
+            if fresh:
+                for (payload, _span), row in zip(
+                    fresh, store.add(self.config.state_key, fresh, reason), strict=True
+                ):
+                    rows[id(payload)] = row
+        except Exception as exc:  # the items stay in memory as failed items
+            self.logger.error(f"Dead-letter store {store.path} could not be written: {exc!r}")
+
+    def _forget_dead_letters(self, payloads: list[Any]) -> None:
+        store = self._dead_letters
+        rows = [self._dead_rows.pop(id(p)) for p in payloads if id(p) in self._dead_rows]
+        if rows and store is not None:
+            try:
+                store.remove(rows)
+            except Exception as exc:
+                self.logger.error(f"Dead-letter store {store.path} could not be updated: {exc!r}")
 
     def _close_delivered(self, work_id: str, error: Exception) -> None:
         """Last try to close a work whose bundle went out; in error if that fails too."""
@@ -601,7 +643,7 @@ class GenericBatchProcessor:
 
     def _undelivered_floor(self) -> dt.datetime | None:
         """The earliest date among accepted items not delivered (pending, in flight, failed)."""
-        floor = _min(self._batch_min, self._failed_min)
+        floor = _min(_min(self._batch_min, self._failed_min), self._dead_floor)
         for in_flight in self._in_flight.values():
             floor = _min(floor, in_flight)
         return floor
@@ -620,7 +662,12 @@ class GenericBatchProcessor:
         return candidate
 
     def _has_undelivered(self) -> bool:
-        return bool(self._items) or bool(self._failed) or bool(self._in_flight)
+        return (
+            bool(self._items)
+            or bool(self._failed)
+            or bool(self._in_flight)
+            or self._dead_floor is not None
+        )
 
     def _final_cursor(self) -> dt.datetime | None:
         cursor = self._safe_cursor()
@@ -696,23 +743,57 @@ class GenericBatchProcessor:
             return list(self._failed)
 
     def clear_failed_items(self) -> None:
-        """Forget the failed items (after handling them); they no longer hold the cursor."""
+        """Forget the failed items (after handling them): they no longer hold the
+        cursor, and their dead letters are removed."""
         with self._lock:
+            if self._dead_rows:
+                self._forget_dead_letters(self._failed)
             self._failed.clear()
             self._failed_dates.clear()
             self._failed_min = None
 
     def retry_failed(self) -> int:
-        """Queue the failed items again (delivered with the next batches); returns how many."""
+        """Queue the failed items again, with the dead letters of earlier runs.
+
+        They are delivered first, with the next batches; once delivered their
+        dead letters are removed.  Returns how many items were queued.
+        """
         with self._lock:
-            items, dates = self._failed, self._failed_dates
+            payloads, spans = self._failed, self._failed_dates
             self._failed, self._failed_dates, self._failed_min = [], [], None
-            for payload, date in zip(items, dates, strict=True):
-                self._append(payload, date)
-                self._accepted -= 1  # already counted when first accepted
-                if self.config.auto_process and len(self._items) >= self.config.batch_size:
-                    self._process_locked()
-            return len(items)
+            store = self._dead_letters
+            if store is not None:
+                queued = set(self._dead_rows.values())
+                for row_id, payload, span in store.load(self.config.state_key):
+                    if row_id not in queued:
+                        payloads.append(payload)
+                        spans.append(span)
+                        self._dead_rows[id(payload)] = row_id
+                self._dead_floor = None
+            if not payloads:
+                return 0
+            # Ahead of anything already waiting in the current batch.
+            self._items[:0] = payloads
+            self._dates[:0] = spans
+            if len(self._items) == len(payloads):
+                self._start_batch()
+            for span in spans:
+                if span is not None:
+                    self._note_date(span)
+            while self._auto_process and len(self._items) >= self._batch_size:
+                head, head_dates = self._items, self._dates
+                self._items = head[: self._batch_size]
+                self._dates = head_dates[: self._batch_size]
+                rest, rest_dates = head[self._batch_size :], head_dates[self._batch_size :]
+                self._batch_min = _span_min(self._dates)
+                self._process_locked()
+                self._items, self._dates = rest, rest_dates
+                self._batch_min = _span_min(rest_dates)
+                if rest:
+                    self._start_batch()
+        if self._pipeline is not None:
+            self._after_add()
+        return len(payloads)
 
     def get_statistics(self) -> dict[str, Any]:
         """Counters and cursor dates (ISO 8601 UTC ``Z``)."""
@@ -742,6 +823,11 @@ class GenericBatchProcessor:
                 "state_update_errors": self._state_errors,
                 "work_close_errors": self._close_errors,
                 "hook_errors": self._hook_errors,
+                "dead_letters": (
+                    self._dead_letters.summary(self.config.state_key)[0]
+                    if self._dead_letters is not None
+                    else 0
+                ),
                 "items_per_second": (self._items_processed / elapsed) if elapsed > 0 else 0.0,
             }
 
