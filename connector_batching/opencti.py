@@ -225,7 +225,16 @@ class OpenCTIWorkManager:
     def _threshold_mb(self) -> float:
         if self.queue_threshold_mb is not None:
             return float(self.queue_threshold_mb)
-        return float(getattr(self.helper, "connect_queue_threshold", 500) or 500)
+        configured = getattr(self.helper, "connect_queue_threshold", None)
+        try:
+            return float(configured) if configured not in (None, "") else 500.0
+        except (TypeError, ValueError):
+            self._log(
+                "warning",
+                "CONNECTOR_QUEUE_THRESHOLD is not a number; using 500 MB",
+                {"queue_threshold": str(configured)[:32]},
+            )
+            return 500.0
 
     def queue_size_mb(self) -> float | None:
         """The push queue's size in MB as the platform reports it, or ``None`` if unknown."""

@@ -351,3 +351,13 @@ def test_mixin_processor_uses_the_helper_logger_and_cursor() -> None:
     assert cursor == dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
     helper.set_state({"cursor": "2026-01-05T12:00:00+02:00"})
     assert connector.get_cursor("cursor") == dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"), [("250", 250.0), ("lots", 500.0), (None, 500.0)]
+)
+def test_threshold_comes_from_the_helper_setting(configured: Any, expected: float) -> None:
+    helper = RecordingHelper()
+    helper.connect_queue_threshold = configured  # type: ignore[assignment]
+    assert OpenCTIWorkManager(helper)._threshold_mb() == expected
+    assert OpenCTIWorkManager(helper, queue_threshold_mb=2)._threshold_mb() == 2.0
