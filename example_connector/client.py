@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
+import requests  # type: ignore[import-untyped,unused-ignore]
+from requests.adapters import HTTPAdapter  # type: ignore[import-untyped,unused-ignore]
 from urllib3.util.retry import Retry
 
 __all__ = ["COLUMNS", "FeedError", "FeedReader", "FeedRow", "FeedStats", "parse_row"]
@@ -221,6 +221,7 @@ class FeedReader:
                 ) from exc
             with response:
                 response.raw.decode_content = True
+                response.raw.auto_close = False  # EOF reads b"", not "closed file"
                 yield io.BufferedReader(response.raw, buffer_size=256 * 1024)
 
     def _lines(self, handle: IO[bytes]) -> Iterator[tuple[int, bytes | None]]:

@@ -259,7 +259,8 @@ class URLhausConnector(BatchingConnectorMixin):
         started = time.monotonic()
         cursor = self.get_cursor(STATE_KEY)
         summary = RunSummary(
-            feed=redact_url(source), cursor_before=cursor and format_instant(cursor)
+            feed=redact_url(source),
+            cursor_before=None if cursor is None else format_instant(cursor),
         )
         reader = FeedReader(
             source,
@@ -287,7 +288,7 @@ class URLhausConnector(BatchingConnectorMixin):
         finally:
             self.running.clear()
         cursor_after = self.get_cursor(STATE_KEY)
-        summary.cursor_after = cursor_after and format_instant(cursor_after)
+        summary.cursor_after = None if cursor_after is None else format_instant(cursor_after)
         summary.elapsed = time.monotonic() - started
         self.logger.info(
             "URLhaus run done: %d rows read, %d rejected, %d skipped, %d delivered in %d "

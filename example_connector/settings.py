@@ -167,8 +167,8 @@ class ConnectorSettings(_Section):
 
     id: str | None = None
     type: Literal["EXTERNAL_IMPORT"] = "EXTERNAL_IMPORT"
-    name: str = Field("URLhaus (batching)", min_length=1)
-    scope: str = Field("url,indicator", min_length=1)
+    name: str = Field(default="URLhaus (batching)", min_length=1)
+    scope: str = Field(default="url,indicator", min_length=1)
     log_level: Literal["debug", "info", "warn", "warning", "error"] = "info"
     duration_period: str = "PT1H"
 
@@ -199,16 +199,16 @@ class ConnectorSettings(_Section):
 class UrlhausSettings(_Section):
     """``urlhaus:`` section."""
 
-    feed_url: str = Field(DEFAULT_FEED_URL, min_length=1)
-    batch_size: int = Field(500, ge=1, le=100_000)
+    feed_url: str = Field(default=DEFAULT_FEED_URL, min_length=1)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
     tlp_level: str = "clear"
-    score: int = Field(80, ge=0, le=100)
+    score: int = Field(default=80, ge=0, le=100)
     import_offline: bool = False
-    offline_directory: str = Field("out", min_length=1)
-    request_timeout: float = Field(60.0, gt=0, le=3600)
-    request_retries: int = Field(3, ge=0, le=20)
-    max_retries: int = Field(3, ge=0, le=20)
-    retry_delay: float = Field(2.0, ge=0, le=600)
+    offline_directory: str = Field(default="out", min_length=1)
+    request_timeout: float = Field(default=60.0, gt=0, le=3600)
+    request_retries: int = Field(default=3, ge=0, le=20)
+    max_retries: int = Field(default=3, ge=0, le=20)
+    retry_delay: float = Field(default=2.0, ge=0, le=600)
 
     @field_validator("tlp_level")
     @classmethod
@@ -224,9 +224,9 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    opencti: OpenCTISettings = OpenCTISettings()
-    connector: ConnectorSettings = ConnectorSettings()
-    urlhaus: UrlhausSettings = UrlhausSettings()
+    opencti: OpenCTISettings = Field(default_factory=OpenCTISettings)
+    connector: ConnectorSettings = Field(default_factory=ConnectorSettings)
+    urlhaus: UrlhausSettings = Field(default_factory=UrlhausSettings)
 
     def require_online(self) -> None:
         """Raise :class:`SettingsError` unless everything OpenCTI needs is set."""
@@ -317,7 +317,7 @@ def _find_config_file(config_file: str | os.PathLike[str] | None) -> Path | None
 
 def _describe_error(error: Mapping[str, Any]) -> str:
     loc = tuple(str(part) for part in error.get("loc", ()))
-    doc = _BY_PATH.get(loc[:2]) if len(loc) >= 2 else None
+    doc = _BY_PATH.get((loc[0], loc[1])) if len(loc) >= 2 else None
     name = f"{doc.env} ({doc.yaml_key})" if doc else ".".join(loc) or "configuration"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if doc is not None and loc[:2] not in _SECRET_FIELDS and "input" in error:

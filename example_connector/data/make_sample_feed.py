@@ -123,6 +123,7 @@ def make_rows(
     """``count`` good rows, oldest first, ``step_seconds`` apart from ``start``."""
     rng = random.Random(seed)
     rows: list[list[str]] = []
+    seen: set[str] = set()
     for n in range(count):
         row_id = first_id + n
         added = start + dt.timedelta(seconds=step_seconds * n)
@@ -130,8 +131,9 @@ def make_rows(
         host = rng.choice(HOSTS)
         port = rng.choice(("", "", "", ":8080", ":35123"))
         url = f"{scheme}://{host}{port}{rng.choice(PATHS)}"
-        if n % 7 == 0:
-            url += f"?id={row_id}"
+        if n % 7 == 0 or url in seen:  # URLhaus lists each URL once
+            url += f"{'&' if '?' in url else '?'}id={row_id}"
+        seen.add(url)
         status = rng.choice(("online", "offline", "offline"))
         last_online = "" if status == "offline" and n % 3 else added.strftime("%Y-%m-%d %H:%M:%S")
         tags = ",".join(sorted(set(rng.sample(TAGS, rng.randint(0, 3)))))

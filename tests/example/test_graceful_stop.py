@@ -1,0 +1,115 @@
+"""SIGTERM / Ctrl-C during an offline run: exit 0, cursor saved, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector_batching.local import LocalWorkManager
+from example_connector.connector import STATE_KEY
+
+from .conftest import REPO, make_feed_rows, write_feed
+
+ROWS = 400
+BATCH = 25
+PAUSE_AT = 3 * BATCH + 7  # mid-batch: the 4th batch holds 7 rows when the signal lands
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 90
+    while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"connector exited early ({proc.returncode}):\n{out}\n{err}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("connector never reached the pause point")
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_flushes_saves_cursor_and_exits_0(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    rows = make_feed_rows(ROWS)
+    feed = write_feed(tmp_path / "feed.csv", rows)
+    out = tmp_path / "out"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
+    env.update(
+        PAUSE_AT_ROW=str(PAUSE_AT),
+        PAUSE_READY=str(ready),
+        PAUSE_GO=str(go),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+    )
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("pausing_run.py")), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(ready, proc)
+    proc.send_signal(signum)
+    go.touch()
+    out_text, err_text = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err_text
+    assert "stopped early" in out_text
+    assert f"{signal.Signals(signum).name} received" in err_text
+
+    # exactly the rows up to the pause point were delivered, oldest first
+    oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
+    delivered = oldest_first[:PAUSE_AT]
+    assert not list(out.glob("*.part")) and not list(out.glob(".*"))
+    paths = sorted(out.glob("*.json"))
+    assert len(paths) == math.ceil(PAUSE_AT / BATCH)
+    row_ids = []
+    for path in paths:
+        bundle = json.loads(path.read_text("utf-8"))  # complete, parseable files
+        row_ids += [
+            o["external_references"][0]["external_id"]
+            for o in bundle["objects"]
+            if o["type"] == "indicator"
+        ]
+    assert sorted(row_ids) == sorted(r[0] for r in delivered)
+    with LocalWorkManager(out) as manager:
+        assert manager.get_state(STATE_KEY) == delivered[-1][1].replace(" ", "T") + "Z"
+        assert all(w.status == "complete" for w in manager.list_works())
+    db = sqlite3.connect(out / "state.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
+
+    # the next run picks up exactly where the stopped one left off
+    env.pop("PAUSE_AT_ROW")
+    done = subprocess.run(
+        [sys.executable, "-m", "example_connector", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    all_ids = []
+    for path in sorted(out.glob("*.json")):
+        bundle = json.loads(path.read_text("utf-8"))
+        all_ids += [
+            o["external_references"][0]["external_id"]
+            for o in bundle["objects"]
+            if o["type"] == "indicator"
+        ]
+    assert sorted(all_ids) == sorted(r[0] for r in rows)  # each row once, none lost
