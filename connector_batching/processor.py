@@ -100,6 +100,12 @@ class GenericBatchProcessor:
         self._auto_process = config.auto_process
         self._max_batch_age = config.max_batch_age
         self._plain = config.validation_function is None and config.date_extraction_function is None
+        self._simple = (
+            self._plain
+            and self._auto_process
+            and self._max_batch_age is None
+            and config.max_in_flight_batches == 0
+        )
         self._lock = threading.RLock()
         self._in_flight: dict[int, dt.datetime | None] = {}  # batch number -> earliest date
         self._max_in_flight = config.max_in_flight_batches
@@ -159,6 +165,23 @@ class GenericBatchProcessor:
         Raises the configured exception class only when adding completes a
         batch that then fails for good (its items are kept as failed).
         """
+        if self._simple and type(item) is dict:
+            # Hot path: a STIX dict, no hooks, synchronous, no age limit.
+            try:
+                stix_dict = type(item["id"]) is str and type(item["type"]) is str
+            except KeyError:
+                stix_dict = False
+            if stix_dict:
+                with self._lock:
+                    items = self._items
+                    if not items:
+                        self._start_batch()
+                    items.append(item)
+                    self._dates.append(None)
+                    self._accepted += 1
+                    if len(items) >= self._batch_size:
+                        self._process_locked()
+                return True
         if (
             self._plain
             and type(item) is dict
