@@ -130,7 +130,7 @@ def _collector(kind: type[Any], name: str, documentation: str, labels: list[str]
         raise
 
 
-def _split_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def _checked_send_options(options: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(options) - SEND_OPTIONS)
     if unknown:
         raise ValueError(
@@ -190,7 +190,7 @@ class OpenCTIWorkManager:
         if "work_id" in options:
             raise ValueError("OpenCTIWorkManager: work_id is set per batch, not as an option")
         self.helper = helper
-        self.send_options = _split_options(options)
+        self.send_options = _checked_send_options(options)
         self.backpressure = backpressure
         self.queue_threshold_mb = queue_threshold_mb
         self.queue_check_interval = max(queue_check_interval, _MIN_CHECK_INTERVAL)
