@@ -464,11 +464,13 @@ class GenericBatchProcessor:
                         processed = self._preprocess(batch.items)
                         objects = self._bundle_objects(processed)
                     if work_id is None:
-                        work_id = manager.initiate_work(work_name, config.entity_type)
+                        work_id = manager.initiate_work(
+                            work_name=work_name, entity_type=config.entity_type
+                        )
                     if not sent:
-                        manager.send_bundle(work_id, objects)
+                        manager.send_bundle(work_id=work_id, objects=objects)
                         sent = True
-                    manager.work_to_process(work_id)
+                    manager.work_to_process(work_id=work_id)
                     error = None
                     break
                 except Exception as exc:
@@ -621,7 +623,7 @@ class GenericBatchProcessor:
     def _close_delivered(self, work_id: str, error: Exception) -> None:
         """Last try to close a work whose bundle went out; in error if that fails too."""
         try:
-            self.work_manager.work_to_process(work_id)
+            self.work_manager.work_to_process(work_id=work_id)
         except Exception:
             self._close_in_error(work_id, f"delivered, but closing the work failed: {error}")
 
@@ -630,9 +632,9 @@ class GenericBatchProcessor:
         for _ in range(2):
             try:
                 if self._error_closing:
-                    manager.work_to_process(work_id, in_error=True, message=message)
+                    manager.work_to_process(work_id=work_id, in_error=True, message=message)
                 else:
-                    manager.work_to_process(work_id)
+                    manager.work_to_process(work_id=work_id)
                 return
             except Exception as exc:
                 last = exc
@@ -711,7 +713,7 @@ class GenericBatchProcessor:
             return
         for attempt in (1, 2):  # one immediate retry: a lowered cursor matters
             try:
-                self.work_manager.update_state(self.config.state_key, text)
+                self.work_manager.update_state(state_key=self.config.state_key, date_str=text)
                 break
             except Exception as exc:
                 self._state_errors += 1

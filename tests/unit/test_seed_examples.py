@@ -299,3 +299,41 @@ def test_seed_work_manager_failure_still_closes_work() -> None:
         processor.flush()
     assert manager.works == {"seed-1": "processed"}
     assert processor.get_statistics()["failed_items_count"] == 3
+
+
+def test_manager_calls_use_the_seed_parameter_names() -> None:
+    """Managers may take keyword-only parameters named as in the seed's interface."""
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    class KeywordOnly:
+        def initiate_work(self, *, work_name: str, entity_type: str) -> str:
+            calls.append(("initiate_work", {"work_name": work_name, "entity_type": entity_type}))
+            return "w-1"
+
+        def send_bundle(self, *, work_id: str, objects: list[object]) -> None:
+            calls.append(("send_bundle", {"work_id": work_id, "objects": len(objects)}))
+
+        def work_to_process(self, *, work_id: str) -> None:
+            calls.append(("work_to_process", {"work_id": work_id}))
+
+        def update_state(self, *, state_key: str, date_str: str) -> None:
+            calls.append(("update_state", {"state_key": state_key, "date_str": date_str}))
+
+    processor = GenericBatchProcessor(
+        GenericBatchProcessorConfig(
+            batch_size=2,
+            work_name_template="Import Batch #{batch_num}",
+            state_key="import_cursor",
+            entity_type="threat_indicators",
+            display_name="threat indicators",
+            date_extraction_function=lambda obj: obj.modified,
+        ),
+        KeywordOnly(),
+    )
+    processor.add_items(make_indicators(2))
+    assert calls == [
+        ("initiate_work", {"work_name": "Import Batch #1", "entity_type": "threat_indicators"}),
+        ("send_bundle", {"work_id": "w-1", "objects": 2}),
+        ("work_to_process", {"work_id": "w-1"}),
+        ("update_state", {"state_key": "import_cursor", "date_str": "2024-01-02T12:00:00Z"}),
+    ]
