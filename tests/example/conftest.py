@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from example_connector.settings import SETTINGS
+from tests.integration.conftest import amqp_url, broker, stub  # noqa: F401 - shared fixtures
 
 REPO = Path(__file__).resolve().parents[2]
 FEED_SCRIPT = REPO / "example_connector" / "data" / "make_sample_feed.py"
