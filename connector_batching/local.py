@@ -161,10 +161,11 @@ class LocalWorkManager:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
 
     def _require_work(self, db: sqlite3.Connection, work_id: str) -> tuple[int, str]:
         row = db.execute("SELECT seq, status FROM works WHERE id = ?", (work_id,)).fetchone()
@@ -200,25 +201,40 @@ class LocalWorkManager:
         payload = bundle_json(objects).encode("utf-8")
         count = len(objects)
         moment = _now()
-        with self._transaction() as db:
-            work_seq, _status = self._require_work(db, work_id)
-            cursor = db.execute(
-                "INSERT INTO bundles (work_id, file_name, object_count, created_at)"
-                " VALUES (?, '', ?, ?)",
-                (work_id, count, _iso(moment)),
-            )
-            bundle_seq = int(cursor.lastrowid or 0)
-            file_name = (
-                f"{moment.strftime('%Y%m%dT%H%M%S%fZ')}_{bundle_seq:08d}"
-                f"_w{work_seq:06d}_{work_id[-12:]}.json"
-            )
-            db.execute("UPDATE bundles SET file_name = ? WHERE seq = ?", (file_name, bundle_seq))
-            db.execute(
-                "UPDATE works SET object_count = object_count + ?,"
-                " bundle_count = bundle_count + 1, updated_at = ? WHERE id = ?",
-                (count, _iso(moment), work_id),
-            )
-            write_atomically(self._directory / file_name, payload)
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            path: Path | None = None
+            try:
+                work_seq, _status = self._require_work(db, work_id)
+                cursor = db.execute(
+                    "INSERT INTO bundles (work_id, file_name, object_count, created_at)"
+                    " VALUES (?, '', ?, ?)",
+                    (work_id, count, _iso(moment)),
+                )
+                bundle_seq = int(cursor.lastrowid or 0)
+                file_name = (
+                    f"{moment.strftime('%Y%m%dT%H%M%S%fZ')}_{bundle_seq:08d}"
+                    f"_w{work_seq:06d}_{work_id[-12:]}.json"
+                )
+                db.execute(
+                    "UPDATE bundles SET file_name = ? WHERE seq = ?", (file_name, bundle_seq)
+                )
+                db.execute(
+                    "UPDATE works SET object_count = object_count + ?,"
+                    " bundle_count = bundle_count + 1, updated_at = ? WHERE id = ?",
+                    (count, _iso(moment), work_id),
+                )
+                write_atomically(self._directory / file_name, payload)
+                path = self._directory / file_name
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                if path is not None:  # the record is rolled back: take the file back too
+                    with contextlib.suppress(OSError):
+                        path.unlink()
+                raise
 
     def work_to_process(
         self, work_id: str, in_error: bool = False, message: str | None = None

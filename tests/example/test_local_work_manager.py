@@ -225,3 +225,32 @@ def test_processor_delivers_through_local_manager(tmp_path: Path) -> None:
             "Local batch #3",
         ]
         assert manager.get_state("cursor") == "2025-01-10T00:00:00Z"
+
+
+class _CommitFails:
+    """A connection proxy whose next COMMIT fails (disk full at commit time)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.armed = True
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT" and self.armed:
+            self.armed = False
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_failed_commit_takes_the_file_back(tmp_path: Path) -> None:
+    with LocalWorkManager(tmp_path) as manager:
+        work_id = manager.initiate_work("w", "indicator")
+        manager._db = _CommitFails(manager._db)  # type: ignore[arg-type,assignment]
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            manager.send_bundle(work_id, [_indicator(1)])
+        assert manager.bundle_paths() == []
+        assert manager.get_work(work_id).bundle_count == 0
+        manager.send_bundle(work_id, [_indicator(1)])  # the connection is usable again
+        assert len(manager.bundle_paths()) == 1
