@@ -9,13 +9,13 @@ references the author identity and the configured TLP marking.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pycti import Identity, Indicator, MarkingDefinition, StixCoreRelationship
-from stix2.canonicalization.Canonicalize import canonicalize
 
 from example_connector.client import FeedRow
 
@@ -129,8 +129,14 @@ def url_as_uri(url: str) -> str:
 
 
 def url_observable_id(value: str) -> str:
-    """The deterministic STIX 2.1 id of the ``url`` observable ``value``."""
-    return f"url--{uuid.uuid5(_SCO_NAMESPACE, canonicalize({'value': value}, utf8=False))}"
+    """The deterministic STIX 2.1 id of the ``url`` observable ``value``.
+
+    The id is UUIDv5 over the JSON canonical form (RFC 8785) of ``{"value": …}``;
+    for a one-string object that form is exactly ``json.dumps`` without ASCII
+    escaping, which is several times faster than the general canonicaliser.
+    """
+    canonical = '{"value":' + json.dumps(value, ensure_ascii=False) + "}"
+    return f"url--{uuid.uuid5(_SCO_NAMESPACE, canonical)}"
 
 
 def _timestamp(moment: dt.datetime) -> str:
