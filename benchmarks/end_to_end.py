@@ -1,0 +1,261 @@
+"""Benchmarks 2 and 6: end to end through a real pycti helper, the stub API and RabbitMQ.
+
+Objects/s for
+
+* (a) batched sending: ``GenericBatchProcessor`` + ``OpenCTIWorkManager``;
+* (b) the naive pattern: one work and one ``send_stix2_bundle`` per object;
+* (c) ``helper.send_stix2_bundle`` called directly on the very bundles (a)
+  sent (recorded during a warm-up run), within works opened beforehand: pycti
+  alone, so (a)/(c) is our overhead over pycti;
+* bundle mode (``send_mode="bundle"``: one message per batch) against the
+  default split mode, when ``OpenCTIWorkManager`` offers it.
+
+The feed is the integration tests' TLP:RED indicator + URL + relationship
+groups, converted to STIX dicts before timing (conversion is not measured).
+Each run's messages are counted in the connector's push queue, then purged.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.common import Row, compared, unavailable
+from benchmarks.platform import Platform, broker_problem, opencti_platform
+from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
+from connector_batching.opencti import SEND_OPTIONS, OpenCTIWorkManager
+from connector_batching.stix import bundle_json, to_stix_dict
+
+NAME = "end_to_end"
+
+
+class Group:
+    """One feed row's pre-built STIX dicts (they travel in one batch)."""
+
+    __slots__ = ("objects",)
+
+    def __init__(self, objects: list[dict[str, Any]]) -> None:
+        self.objects = objects
+
+    def to_stix(self) -> list[dict[str, Any]]:
+        return self.objects
+
+
+class RecordingHelper:
+    """Delegates to a real helper; records the bundles passed to ``send_stix2_bundle``."""
+
+    def __init__(self, helper: Any) -> None:
+        self._helper = helper
+        self.bundles: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._helper, name)
+
+    def send_stix2_bundle(self, bundle: str, **kwargs: Any) -> Any:
+        self.bundles.append(bundle)
+        return self._helper.send_stix2_bundle(bundle, **kwargs)
+
+
+def feed(groups: int) -> tuple[list[dict[str, Any]], list[Group]]:
+    """(shared objects: TLP:RED and the author, ``groups`` row groups) as STIX dicts."""
+    from tests.integration.feed import AUTHOR, TLP_RED, rows
+
+    shared = [to_stix_dict(TLP_RED), to_stix_dict(AUTHOR)]
+    return shared, [Group([to_stix_dict(o) for o in row.to_stix()]) for row in rows(groups)]
+
+
+def _modified(obj: Any) -> Any:
+    return obj.get("modified")
+
+
+def _config(batch_size: int) -> GenericBatchProcessorConfig:
+    return GenericBatchProcessorConfig(
+        batch_size=batch_size,
+        work_name_template="Benchmark batch #{batch_num}",
+        state_key="benchmark_cursor",
+        entity_type="indicators",
+        display_name="indicators",
+        date_extraction_function=_modified,
+    )
+
+
+def bundle_mode_available() -> bool:
+    """Whether ``OpenCTIWorkManager`` accepts ``send_mode``."""
+    return "send_mode" in inspect.signature(OpenCTIWorkManager.__init__).parameters
+
+
+def _batched(
+    helper: Any,
+    shared: list[dict[str, Any]],
+    groups: list[Group],
+    batch_size: int,
+    **options: Any,
+) -> tuple[float, int]:
+    """Send through processor + manager; (seconds, objects sent)."""
+    manager = OpenCTIWorkManager(helper, **options)
+    processor = GenericBatchProcessor(_config(batch_size), manager)
+    start = time.perf_counter()
+    with processor:
+        processor.add_items(shared)
+        processor.add_items(groups)
+    elapsed = time.perf_counter() - start
+    return elapsed, int(processor.get_statistics()["total_objects_sent"])
+
+
+def _best(platform: Platform, repeat: int, run: Callable[[], tuple[float, int]]) -> dict[str, Any]:
+    """Best of ``repeat`` runs; the queue is counted and purged after each."""
+    best: dict[str, Any] = {"seconds": float("inf")}
+    for _ in range(repeat):
+        seconds, objects = run()
+        messages = platform.depth()
+        platform.purge()
+        if seconds < best["seconds"]:
+            best = {"seconds": seconds, "objects": objects, "messages": messages}
+    best["rate"] = best["objects"] / best["seconds"]
+    return best
+
+
+def run(
+    quick: bool = False,
+    *,
+    groups: int | None = None,
+    naive_objects: int | None = None,
+    batch_size: int | None = None,
+    repeat: int | None = None,
+) -> list[Row]:
+    """Measure (a), (b), (c) and the send modes; rows marked unavailable without a broker."""
+    problem = broker_problem()
+    figures = (
+        ("batched vs naive per-object sending", ">= 20"),
+        ("batched vs direct send_stix2_bundle (time ratio)", "<= 1.1"),
+        ("bundle mode vs split mode", ">= 10"),
+    )
+    if problem is not None:
+        return [unavailable(NAME, figure, problem, target) for figure, target in figures]
+    n_groups = groups or (100 if quick else 400)
+    n_naive = naive_objects or (15 if quick else 45)
+    size = batch_size or 100
+    reps = repeat or (1 if quick else 3)
+    shared, data = feed(n_groups)
+    rows: list[Row] = []
+    with opencti_platform() as platform:
+        helper = platform.helper
+        # warm-up run, recording the bundles (c) will send
+        recorder = RecordingHelper(helper)
+        _batched(recorder, shared, data, size)
+        platform.purge()
+        bundles = list(recorder.bundles)
+
+        batched = _best(platform, reps, lambda: _batched(helper, shared, data, size))
+
+        def direct() -> tuple[float, int]:
+            works = [
+                helper.api.work.initiate_work(helper.connect_id, f"direct #{n}")
+                for n in range(len(bundles))
+            ]
+            start = time.perf_counter()
+            for bundle, work_id in zip(bundles, works, strict=True):
+                helper.send_stix2_bundle(bundle, work_id=work_id)
+            elapsed = time.perf_counter() - start
+            for work_id in works:
+                helper.api.work.to_processed(work_id, "done")
+            return elapsed, batched["objects"]
+
+        pycti_alone = _best(platform, reps, direct)
+
+        singles = [obj for group in data for obj in group.objects][:n_naive]
+
+        def naive() -> tuple[float, int]:
+            start = time.perf_counter()
+            for obj in singles:
+                work_id = helper.api.work.initiate_work(helper.connect_id, f"naive {obj['id']}")
+                helper.send_stix2_bundle(bundle_json([obj]), work_id=work_id)
+                helper.api.work.to_processed(work_id, "done")
+            return time.perf_counter() - start, len(singles)
+
+        per_object = _best(platform, 1, naive)
+        common = {"groups": n_groups, "batch_size": size, "repeat": reps}
+        rows.append(
+            compared(
+                NAME,
+                "batched vs naive per-object sending",
+                batched["rate"],
+                "objects/s",
+                "one work + one send_stix2_bundle per object",
+                per_object["rate"],
+                target=">= 20",
+                details={**common, "batched": batched, "naive": per_object},
+            )
+        )
+        rows.append(
+            compared(
+                NAME,
+                "batched vs direct send_stix2_bundle (time ratio)",
+                batched["rate"],
+                "objects/s",
+                "helper.send_stix2_bundle on the same bundles",
+                pycti_alone["rate"],
+                target="<= 1.1",
+                invert=True,
+                note="ratio: our time / pycti's time (1.1 = 10 % overhead)",
+                details={**common, "batched": batched, "direct": pycti_alone},
+            )
+        )
+        rows.extend(_send_modes(platform, shared, data, size, reps, batched))
+    return rows
+
+
+def _send_modes(
+    platform: Platform,
+    shared: list[dict[str, Any]],
+    data: list[Group],
+    size: int,
+    reps: int,
+    split: dict[str, Any],
+) -> list[Row]:
+    helper = platform.helper
+    figure = "bundle mode vs split mode"
+    details = {"groups": len(data), "batch_size": size, "split": split}
+    rows: list[Row] = []
+    if bundle_mode_available():
+        bundle = _best(
+            platform, reps, lambda: _batched(helper, shared, data, size, send_mode="bundle")
+        )
+        rows.append(
+            compared(
+                NAME,
+                figure,
+                bundle["rate"],
+                "objects/s",
+                "split mode (default): one message per object",
+                split["rate"],
+                target=">= 10",
+                details={**details, "bundle": bundle},
+            )
+        )
+    else:
+        rows.append(
+            unavailable(
+                NAME, figure, "OpenCTIWorkManager has no send_mode option yet", target=">= 10"
+            )
+        )
+        if "no_split" in SEND_OPTIONS:
+            whole = _best(
+                platform, reps, lambda: _batched(helper, shared, data, size, no_split=True)
+            )
+            rows.append(
+                compared(
+                    NAME,
+                    "no_split=True pass-through vs split mode",
+                    whole["rate"],
+                    "objects/s",
+                    "split mode (default): one message per object",
+                    split["rate"],
+                    note="send_stix2_bundle(no_split=True) via manager options: "
+                    "what bundle mode will do, minus its size guard",
+                    details={**details, "no_split": whole},
+                )
+            )
+    return rows
