@@ -15,8 +15,9 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 from example_connector.client import FeedError
 from example_connector.connector import URLhausConnector
@@ -104,8 +105,16 @@ def _with_overrides(settings: Settings, feed: str | None, batch_size: int | None
     return settings.model_copy(update={"urlhaus": settings.urlhaus.model_copy(update=updates)})
 
 
-def _install_stop_handlers(connector: URLhausConnector, *, exit_when_idle: bool) -> None:
-    """SIGTERM / SIGINT: stop the current run cleanly (or exit at once when idle)."""
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def _install_stop_handlers(
+    connector: URLhausConnector, *, exit_when_idle: bool
+) -> dict[signal.Signals, _Handler]:
+    """SIGTERM / SIGINT: stop the current run cleanly (or exit at once when idle).
+
+    Returns the handlers replaced, for :func:`_restore_handlers`.
+    """
 
     def handle(signum: int, frame: FrameType | None) -> None:
         first = not connector.stop_event.is_set()
@@ -118,8 +127,15 @@ def _install_stop_handlers(connector: URLhausConnector, *, exit_when_idle: bool)
                 signal.Signals(signum).name,
             )
 
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, handle)
+    return previous
+
+
+def _restore_handlers(previous: dict[signal.Signals, _Handler]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_offline(settings: Settings, directory: str) -> int:
@@ -128,7 +144,7 @@ def run_offline(settings: Settings, directory: str) -> int:
 
     with LocalWorkManager(directory) as manager:
         connector = URLhausConnector(settings, work_manager=manager, logger=log)
-        _install_stop_handlers(connector, exit_when_idle=False)
+        previous = _install_stop_handlers(connector, exit_when_idle=False)
         bundles_before = len(manager.bundle_paths())
         progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         try:
@@ -139,6 +155,7 @@ def run_offline(settings: Settings, directory: str) -> int:
         finally:
             if progress is not None:
                 progress.close()
+            _restore_handlers(previous)
         summary.bundles_written = len(manager.bundle_paths()) - bundles_before
     print(f"URLhaus example connector, offline run into {directory}")
     print(summary.table())
