@@ -1,11 +1,12 @@
 """Command line: ``python -m example_connector [--offline DIR] [--feed F] [--batch-size N]``.
 
-Without ``--offline`` (and with ``URLHAUS_IMPORT_OFFLINE`` false) the connector
-registers with OpenCTI and runs on pycti's scheduler every
-``CONNECTOR_DURATION_PERIOD``.  With ``--offline DIR`` it runs once through a
-``LocalWorkManager(DIR)`` (bundle files + ``state.db``), prints a summary table
-and exits.  SIGTERM / Ctrl-C stop reading, flush the current batch, save the
-cursor, close the works and exit 0.
+Without ``--offline`` the connector registers with OpenCTI and runs on pycti's
+scheduler every ``CONNECTOR_DURATION_PERIOD``.  With ``--offline DIR`` it runs
+once through a ``LocalWorkManager(DIR)`` (bundle files + ``state.db``), prints a
+summary table and exits.  ``URLHAUS_IMPORT_OFFLINE=true`` (a deployment without
+a platform) runs offline into ``URLHAUS_OFFLINE_DIRECTORY`` on the same schedule.
+SIGTERM / Ctrl-C stop reading, flush the current batch, save the cursor, close
+the works and exit 0.
 """
 
 from __future__ import annotations
@@ -138,27 +139,41 @@ def _restore_handlers(previous: dict[signal.Signals, _Handler]) -> None:
         signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
-def run_offline(settings: Settings, directory: str) -> int:
-    """Run once into ``LocalWorkManager(directory)``; print the summary; 0 when all went well."""
+def run_offline(settings: Settings, directory: str, *, period: float = 0) -> int:
+    """Run into ``LocalWorkManager(directory)`` and print a summary per run.
+
+    ``period`` 0 runs once; otherwise runs repeat every ``period`` seconds
+    until SIGTERM / Ctrl-C (a feed that cannot be read is retried next time).
+    Returns 0 when the last run went well.
+    """
     from connector_batching.local import LocalWorkManager
 
     with LocalWorkManager(directory) as manager:
         connector = URLhausConnector(settings, work_manager=manager, logger=log)
         previous = _install_stop_handlers(connector, exit_when_idle=False)
-        bundles_before = len(manager.bundle_paths())
-        progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
         try:
-            summary = connector.run_once(progress=progress)
-        except FeedError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            while True:
+                code = _offline_run(connector, manager, directory)
+                if period <= 0 or connector.stop_event.wait(period):
+                    return code
         finally:
-            if progress is not None:
-                progress.close()
             _restore_handlers(previous)
-        summary.bundles_written = len(manager.bundle_paths()) - bundles_before
+
+
+def _offline_run(connector: URLhausConnector, manager: Any, directory: str) -> int:
+    bundles_before = len(manager.bundle_paths())
+    progress = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+    try:
+        summary = connector.run_once(progress=progress)
+    except FeedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if progress is not None:
+            progress.close()
+    summary.bundles_written = len(manager.bundle_paths()) - bundles_before
     print(f"URLhaus example connector, offline run into {directory}")
-    print(summary.table())
+    print(summary.table(), flush=True)
     return 0 if summary.ok else 1
 
 
@@ -182,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    directory = args.offline
+    directory, period = args.offline, 0
     if directory is None and settings.urlhaus.import_offline:
+        # deployed offline (URLHAUS_IMPORT_OFFLINE): on the connector's schedule
         directory = settings.urlhaus.offline_directory
+        period = settings.connector.duration_seconds
     level_name = args.log_level or ("warning" if directory else settings.connector.log_level)
     logging.basicConfig(
         level=_LEVELS.get(level_name, getattr(logging, level_name.upper(), logging.INFO)),
@@ -192,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     if directory is not None:
-        return run_offline(settings, directory)
+        return run_offline(settings, directory, period=period)
     try:
         return run_online(settings)
     except SettingsError as exc:

@@ -101,7 +101,7 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "urlhaus",
         "import_offline",
         "false",
-        "true: write bundle files to URLHAUS_OFFLINE_DIRECTORY instead of OpenCTI.",
+        "true: no OpenCTI; bundle files go to URLHAUS_OFFLINE_DIRECTORY, on the same schedule.",
     ),
     SettingDoc(
         "URLHAUS_OFFLINE_DIRECTORY",

@@ -113,3 +113,37 @@ def test_signal_mid_run_flushes_saves_cursor_and_exits_0(
             if o["type"] == "indicator"
         ]
     assert sorted(all_ids) == sorted(r[0] for r in rows)  # each row once, none lost
+
+
+def test_deployed_offline_mode_runs_on_schedule_and_stops_on_sigterm(tmp_path: Path) -> None:
+    rows = make_feed_rows(30)
+    feed = write_feed(tmp_path / "feed.csv", rows)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
+    env.update(
+        URLHAUS_IMPORT_OFFLINE="true",
+        URLHAUS_OFFLINE_DIRECTORY=str(tmp_path / "data"),
+        URLHAUS_FEED_URL=str(feed),
+        CONNECTOR_DURATION_PERIOD="PT1H",
+        PYTHONPATH=str(REPO),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "example_connector"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    printed = []
+    for line in proc.stdout:  # the first run's summary, then the wait for the next run
+        printed.append(line)
+        if line.startswith("rate"):
+            break
+    assert any(line.startswith("rows delivered") and "30 of 30" in line for line in printed)
+    assert proc.poll() is None  # waiting for the next run, not exited
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    with LocalWorkManager(tmp_path / "data") as manager:
+        assert manager.get_state(STATE_KEY) == max(r[1] for r in rows).replace(" ", "T") + "Z"
