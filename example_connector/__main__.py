@@ -121,7 +121,7 @@ def _install_stop_handlers(
         first = not connector.stop_event.is_set()
         connector.stop_event.set()
         if exit_when_idle and not connector.running.is_set():
-            raise SystemExit(0)
+            raise SystemExit(1 if connector.failed else 0)
         if first:
             log.warning(
                 "%s received: stopping after the current batch",
@@ -186,7 +186,7 @@ def run_online(settings: Settings) -> int:
     connector = URLhausConnector(settings, helper=helper, logger=log)
     _install_stop_handlers(connector, exit_when_idle=True)
     helper.schedule_iso(connector.process, settings.connector.duration_period)
-    return 0
+    return 1 if connector.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import format_instant
 from connector_batching.mixin import BatchingConnectorMixin
-from example_connector.client import FeedReader, FeedRow, redact_url
+from example_connector.client import FeedError, FeedReader, FeedRow, redact_url
 from example_connector.converter import URLhausConverter
 from example_connector.settings import Settings
 
@@ -227,6 +227,7 @@ class URLhausConnector(BatchingConnectorMixin):
         self.logger = logger or logging.getLogger("example_connector")
         self.stop_event = stop_event or threading.Event()
         self.running = threading.Event()
+        self.failed = False
         self.converter = URLhausConverter(
             tlp_level=settings.urlhaus.tlp_level, score=settings.urlhaus.score
         )
@@ -343,12 +344,25 @@ class URLhausConnector(BatchingConnectorMixin):
         summary.failed_batches = stats.get("failed_batches", 0)
 
     def process(self) -> None:
-        """One scheduled run against OpenCTI (the ``schedule_iso`` callback)."""
-        summary = self.run_once()
+        """One scheduled run against OpenCTI (the ``schedule_iso`` callback).
+
+        A feed that cannot be read is logged and retried at the next run; any
+        other error marks the connector :attr:`failed` and propagates to pycti
+        (which stops the process).
+        """
+        try:
+            summary = self.run_once()
+        except FeedError as exc:
+            self.logger.error("URLhaus run skipped, the next run retries: %s", exc)
+            return
+        except Exception:
+            self.failed = True
+            raise
         if self.helper is not None:
             message = (
                 f"{summary.rows_delivered} rows delivered in {summary.batches} batches, "
-                f"{summary.rows_rejected} rejected; cursor {summary.cursor_after or '-'}"
+                f"{summary.rows_rejected} rejected, {summary.rows_failed} failed; "
+                f"cursor {summary.cursor_after or '-'}"
             )
             self.helper.connector_logger.info(message)
         if self.stop_event.is_set():

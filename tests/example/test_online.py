@@ -78,3 +78,13 @@ def test_scheduled_run_delivers_batches_as_works_and_saves_the_cursor(
     assert len(stub.works_list()) == 3  # nothing new: no work opened
     assert drain_queue(stub.amqp_url, stub.push_queue) == []
     assert STATE_KEY in str(stub.state_dict())
+
+
+def test_unreadable_feed_is_logged_and_left_for_the_next_run(
+    stub: StubOpenCTI, tmp_path: Path
+) -> None:
+    done = _run(stub, tmp_path / "missing.csv", tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "URLhaus run skipped, the next run retries: cannot open feed file" in done.stderr
+    assert stub.works_list() == []
+    assert STATE_KEY not in str(stub.state_dict())
