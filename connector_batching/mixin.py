@@ -22,12 +22,17 @@ class BatchingConnectorMixin:
 
     ``work_manager`` is an :class:`~connector_batching.opencti.OpenCTIWorkManager`
     built once from ``self.helper`` and ``work_manager_options``; assign another
-    manager (e.g. a ``LocalWorkManager``) to run without OpenCTI.
+    manager (e.g. a ``LocalWorkManager``) to run without OpenCTI.  When it is
+    built, the works a killed process left in progress are closed in error
+    ("interrupted") unless ``close_interrupted_works_at_start`` is false.
     """
 
     helper: Any
     #: Keyword options for the default ``OpenCTIWorkManager``.
     work_manager_options: ClassVar[Mapping[str, Any]] = {}
+    #: Close this connector's works left in progress by a killed process when the
+    #: default manager is created (turn off when several processes share a connector id).
+    close_interrupted_works_at_start: ClassVar[bool] = True
 
     @property
     def work_manager(self) -> WorkManager:
@@ -48,6 +53,8 @@ class BatchingConnectorMixin:
                         )
                     manager = OpenCTIWorkManager(helper, **dict(self.work_manager_options))
                     self.__dict__["_batching_work_manager"] = manager
+                    if self.close_interrupted_works_at_start:
+                        manager.close_interrupted_works()
         return manager  # type: ignore[no-any-return,unused-ignore]
 
     @work_manager.setter

@@ -1,17 +1,25 @@
 """`OpenCTIWorkManager`: works, bundles and cursors through a pycti helper.
 
 * a batch's work is an OpenCTI work (``helper.api.work.initiate_work``);
-* a batch is sent as ONE bundle through ``helper.send_stix2_bundle`` (the
-  platform's path: split, expectations, RabbitMQ push queue);
+* a batch is sent through ``helper.send_stix2_bundle``: in ``split`` mode as one
+  bundle that pycti splits into one message per object (the platform's default),
+  in ``bundle`` mode as ONE message (``no_split=True``) — or as a few
+  reference-complete parts when it is larger than ``max_batch_bytes``;
 * a cursor is a key of the connector state, pinged to the platform at once;
 * before a batch, the manager waits while the connector's push queue is over
-  its threshold (back-pressure) instead of flooding the broker.
+  its threshold (back-pressure) instead of flooding the broker;
+* works a killed process left in progress are closed at the next start
+  (``close_interrupted_works``);
+* secrets (the OpenCTI token, the broker password, credentials in URLs) are
+  removed from everything it logs or raises.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
+import re
 import threading
 import time
 import uuid
@@ -22,7 +30,8 @@ from prometheus_client import REGISTRY, Counter, Gauge
 from stix2.base import _STIXBase
 
 from connector_batching.cursor import InvalidDate, format_instant, parse_instant, utc_now
-from connector_batching.stix import bundle_json, iter_members, normalize_item, object_id
+from connector_batching.references import add_references
+from connector_batching.stix import bundle_dict, iter_members, normalize_item, object_id
 
 #: ``send_stix2_bundle`` keywords a user may set (``work_id`` is the manager's).
 SEND_OPTIONS = frozenset(
@@ -49,6 +58,55 @@ SEND_OPTIONS = frozenset(
 
 _NO_WORK_PREFIX = "no-work--"
 _MIN_CHECK_INTERVAL = 0.01
+
+SEND_MODES = ("split", "bundle")
+#: RabbitMQ 4 refuses messages over 16 MiB by default (``max_message_size``).
+RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: RabbitMQ's hard ceiling for ``max_message_size``.
+RABBITMQ_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+#: Room left for pycti's JSON envelope around the content (ids, flags, entity types).
+ENVELOPE_HEADROOM_BYTES = 64 * 1024
+
+
+def max_bundle_bytes_for(message_bytes: int) -> int:
+    """The largest bundle JSON whose base64 message fits in ``message_bytes``."""
+    return (message_bytes - ENVELOPE_HEADROOM_BYTES) * 3 // 4
+
+
+#: Default ``max_batch_bytes``: a bundle whose message fits RabbitMQ's default limit.
+DEFAULT_MAX_BATCH_BYTES = max_bundle_bytes_for(RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES)
+MIN_BATCH_BYTES = 1024
+MAX_BATCH_BYTES = max_bundle_bytes_for(RABBITMQ_MAX_MESSAGE_BYTES)
+
+_OPEN_WORKS_QUERY = """
+query ConnectorBatchingOpenWorks($count: Int, $after: ID, $filters: FilterGroup) {
+  works(first: $count, after: $after, filters: $filters) {
+    edges { node { id name status timestamp processed_time } }
+    pageInfo { endCursor hasNextPage }
+  }
+}
+"""
+_OPEN_WORKS_PAGE = 500
+_OPEN_WORKS_MAX_PAGES = 40
+
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
+_MIN_SECRET_LENGTH = 4
+
+
+class BundleTooLargeError(ValueError):
+    """One object with the objects it references is larger than ``max_batch_bytes``."""
+
+
+class RedactedError(RuntimeError):
+    """An error whose message held a secret; the message is given with it removed."""
+
+
+def redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with each of ``secrets`` and any ``user:password@`` in URLs replaced."""
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET_LENGTH and secret in text:
+            text = text.replace(secret, "***")
+    return _URL_CREDENTIALS.sub(r"\1***:***@", text)
 
 
 class _Metrics:
@@ -135,12 +193,119 @@ def _checked_send_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValueError(
             f"OpenCTIWorkManager: unknown option(s) {', '.join(unknown)}; manager options are "
-            "backpressure, queue_threshold_mb, queue_check_interval, max_backpressure_wait; "
+            "send_mode, max_batch_bytes, backpressure, queue_threshold_mb, "
+            "queue_check_interval, max_backpressure_wait, refresh_state; "
             f"send_stix2_bundle keywords are {', '.join(sorted(SEND_OPTIONS))}"
         )
     send = dict(options)
     send.setdefault("cleanup_inconsistent_bundle", False)
     return send
+
+
+def _checked_send_mode(send_mode: object, max_batch_bytes: object, no_split: object) -> int:
+    """Validate ``send_mode`` / ``max_batch_bytes``; return the byte bound to use."""
+    if send_mode not in SEND_MODES:
+        raise ValueError(
+            f"OpenCTIWorkManager: send_mode must be 'split' or 'bundle', not {send_mode!r}"
+        )
+    if send_mode == "bundle" and no_split is False:
+        raise ValueError(
+            "OpenCTIWorkManager: send_mode='bundle' sends with no_split=True; "
+            "use send_mode='split' for pycti's per-object messages"
+        )
+    if max_batch_bytes is None:
+        return DEFAULT_MAX_BATCH_BYTES
+    if send_mode != "bundle":
+        raise ValueError(
+            "OpenCTIWorkManager: max_batch_bytes applies to send_mode='bundle' only "
+            "(in split mode pycti sends one message per object)"
+        )
+    if isinstance(max_batch_bytes, bool) or not isinstance(max_batch_bytes, int):
+        raise ValueError(
+            f"OpenCTIWorkManager: max_batch_bytes must be an int (bytes of bundle JSON), "
+            f"not {type(max_batch_bytes).__name__}"
+        )
+    if not MIN_BATCH_BYTES <= max_batch_bytes <= MAX_BATCH_BYTES:
+        raise ValueError(
+            f"OpenCTIWorkManager: max_batch_bytes must be between {MIN_BATCH_BYTES} and "
+            f"{MAX_BATCH_BYTES} bytes, not {max_batch_bytes}; the default, "
+            f"{DEFAULT_MAX_BATCH_BYTES}, fits RabbitMQ's default 16 MiB message limit once "
+            "base64-encoded (raise it only with the broker's max_message_size)"
+        )
+    return max_batch_bytes
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _bundle_prefix() -> str:
+    return f'{{"type":"bundle","id":"bundle--{uuid.uuid4()}","objects":['
+
+
+_PREFIX_BYTES = len(_bundle_prefix())
+_SUFFIX = "]}"
+
+
+def split_bundle(objects: Sequence[dict[str, Any]], max_bytes: int) -> list[str]:
+    """Bundle JSON strings of at most ``max_bytes`` UTF-8 bytes holding ``objects``.
+
+    Objects keep their order.  Each part is reference-complete: it carries every
+    object of ``objects`` that its members reference (markings, authors,
+    relationship endpoints, and what those reference), repeated in every part
+    that needs it.  Raises :class:`BundleTooLargeError` when one object with its
+    references does not fit alone.
+    """
+    encoded = [_dumps(obj) for obj in objects]
+    sizes = [len(text.encode("utf-8")) + 1 for text in encoded]  # + the comma
+    position = {str(obj["id"]): i for i, obj in enumerate(objects)}
+    direct: list[list[int]] = []
+    for i, obj in enumerate(objects):
+        refs: set[str] = set()
+        add_references(obj, refs)
+        direct.append([position[r] for r in refs if r in position and position[r] != i])
+
+    def needed(i: int) -> set[int]:
+        seen = {i}
+        stack = [i]
+        while stack:
+            for j in direct[stack.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    stack.append(j)
+        return seen
+
+    overhead = _PREFIX_BYTES + len(_SUFFIX)
+    parts: list[set[int]] = []
+    current: set[int] = set()
+    size = overhead
+    for i in range(len(objects)):
+        if i in current:
+            continue
+        need = needed(i)
+        new = need - current
+        grow = sum(sizes[j] for j in new)
+        if current and size + grow > max_bytes:
+            parts.append(current)
+            current, size, new = set(), overhead, need
+            grow = sum(sizes[j] for j in new)
+        if overhead + grow > max_bytes and not current:
+            raise BundleTooLargeError(
+                f"object {objects[i]['id']} with the {len(need) - 1} object(s) it references "
+                f"is {overhead + grow} bytes of bundle JSON, over max_batch_bytes={max_bytes}; "
+                "raise max_batch_bytes (and the broker's max_message_size) or shrink the object"
+            )
+        current |= new
+        size += grow
+    if current:
+        parts.append(current)
+    return [
+        _bundle_prefix() + ",".join(encoded[j] for j in sorted(part)) + _SUFFIX for part in parts
+    ]
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
 def _flatten(objects: Sequence[Any]) -> list[Any]:
@@ -159,13 +324,24 @@ class OpenCTIWorkManager:
 
     Manager options (keyword-only):
 
+    * ``send_mode`` (``"split"``): ``"split"`` hands each batch's bundle to
+      pycti, which splits it into one message per object (the platform's
+      default); ``"bundle"`` sends each batch as ONE message
+      (``send_stix2_bundle(..., no_split=True)``), imported whole by the worker;
+    * ``max_batch_bytes`` (bundle mode; default :data:`DEFAULT_MAX_BATCH_BYTES`,
+      about 12 MB of JSON, i.e. 16 MiB once base64-encoded): a batch whose
+      bundle is larger goes as several reference-complete parts, each under it,
+      in the same work;
     * ``backpressure`` (``True``): wait before a batch while the push queue is
       over the threshold;
     * ``queue_threshold_mb`` (``None`` = ``helper.connect_queue_threshold``);
     * ``queue_check_interval`` (``10.0`` s): the least time between two queue
       size queries, both before batches and while waiting;
     * ``max_backpressure_wait`` (``None`` = no limit): after this many seconds
-      of waiting, log a warning and send anyway.
+      of waiting, log a warning and send anyway;
+    * ``refresh_state`` (``True``): ``get_state`` first adopts the state stored
+      on the platform when it differs from the helper's copy (an operator reset
+      it between runs).
 
     Every other keyword is passed to ``helper.send_stix2_bundle`` (``update``,
     ``cleanup_inconsistent_bundle`` — off unless set —, ``entities_types``, …).
@@ -175,10 +351,13 @@ class OpenCTIWorkManager:
         self,
         helper: Any,
         *,
+        send_mode: str = "split",
+        max_batch_bytes: int | None = None,
         backpressure: bool = True,
         queue_threshold_mb: float | None = None,
         queue_check_interval: float = 10.0,
         max_backpressure_wait: float | None = None,
+        refresh_state: bool = True,
         **options: Any,
     ) -> None:
         if queue_check_interval < 0:
@@ -191,20 +370,70 @@ class OpenCTIWorkManager:
             raise ValueError("OpenCTIWorkManager: work_id is set per batch, not as an option")
         self.helper = helper
         self.send_options = _checked_send_options(options)
+        self.max_batch_bytes = _checked_send_mode(
+            send_mode, max_batch_bytes, self.send_options.get("no_split")
+        )
+        self.send_mode = send_mode
+        if send_mode == "bundle":
+            self.send_options["no_split"] = True
         self.backpressure = backpressure
         self.queue_threshold_mb = queue_threshold_mb
         self.queue_check_interval = max(queue_check_interval, _MIN_CHECK_INTERVAL)
         self.max_backpressure_wait = max_backpressure_wait
+        self.refresh_state = refresh_state
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._queue_lock = threading.Lock()
         self._last_queue_check = float("-inf")
         self._open_works: dict[str, int] = {}  # work id -> objects in its last send
         self._attempts: dict[str, int] = {}
+        self._parts_done: dict[str, tuple[int, int]] = {}  # work id -> (batch hash, parts)
+        self._uncertain_work_names: set[str] = set()
+        self.counters: dict[str, int] = dict.fromkeys(
+            (
+                "bundles_sent",
+                "messages_sent",
+                "send_failures",
+                "oversize_batches",
+                "parts_skipped_on_retry",
+                "orphan_works_closed",
+                "interrupted_works_closed",
+                "state_refreshes",
+            ),
+            0,
+        )
         self._metrics = _Metrics.get()
         self._sleep = time.sleep
         self._clock = time.monotonic
         self._labels = {"connector_id": str(getattr(helper, "connect_id", "") or "")}
+
+    # -- secrets -------------------------------------------------------------
+
+    def _secrets(self) -> list[str]:
+        helper = self.helper
+        found = [getattr(helper, "opencti_token", None)]
+        api = getattr(helper, "api", None)
+        found.append(getattr(api, "api_token", None))
+        config = getattr(helper, "connector_config", None)
+        if isinstance(config, Mapping):
+            connection = config.get("connection")
+            if isinstance(connection, Mapping):
+                found.append(connection.get("pass"))
+        return [str(value) for value in found if isinstance(value, str) and value]
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets())
+
+    def _reason(self, exc: BaseException) -> str:
+        return self._redact(str(exc))
+
+    def _clean(self, exc: Exception) -> Exception:
+        """``exc``, or a :class:`RedactedError` in its place when its message holds a secret."""
+        text = str(exc)
+        cleaned = self._redact(text)
+        if cleaned == text:
+            return exc
+        return RedactedError(f"{type(exc).__name__}: {cleaned}")
 
     # -- logging and metrics -------------------------------------------------
 
@@ -248,7 +477,7 @@ class OpenCTIWorkManager:
             self._log(
                 "warning",
                 "Cannot read the connector queue size; sending without back-pressure check",
-                {"reason": str(exc)},
+                {"reason": self._reason(exc)},
             )
             return None
         self._metrics.queue_size.labels(**self._labels).set(size_mb)
@@ -320,28 +549,41 @@ class OpenCTIWorkManager:
 
     # -- WorkManager -----------------------------------------------------------
 
+    def _fail(self, exc: Exception, message: str, meta: dict[str, Any]) -> Exception:
+        """Count and log a failed platform or broker call; the exception to raise."""
+        self._pycti_metric("error_count")
+        self._log("error", message, {**meta, "reason": self._reason(exc)})
+        return self._clean(exc)
+
     def initiate_work(self, work_name: str, entity_type: str) -> str:
         """Wait for the push queue if needed, then open an OpenCTI work."""
         self.wait_for_queue()
         try:
             work_id = self.helper.api.work.initiate_work(self.helper.connect_id, work_name)
         except Exception as exc:
-            self._pycti_metric("error_count")
-            self._log(
-                "error",
-                "Cannot create the work",
-                {"work_name": work_name, "entity_type": entity_type, "reason": str(exc)},
+            # The platform may have created the work before the answer was lost (a
+            # timeout, a cut connection): look for it once a retry got a work.
+            with self._lock:
+                self._uncertain_work_names.add(work_name)
+            cleaned = self._fail(
+                exc, "Cannot create the work", {"work_name": work_name, "entity_type": entity_type}
             )
-            raise
+            if cleaned is exc:
+                raise
+            raise cleaned from None
         if not work_id:  # the helper does not send to the queue: no platform work
             work_id = f"{_NO_WORK_PREFIX}{uuid.uuid4()}"
         with self._lock:
             self._open_works[work_id] = 0
+            uncertain = work_name in self._uncertain_work_names
+            self._uncertain_work_names.discard(work_name)
         self._log(
             "info",
             "Work created",
             {"work_id": work_id, "work_name": work_name, "entity_type": entity_type},
         )
+        if uncertain and self._platform_id(str(work_id)) is not None:
+            self._close_orphans(work_name)
         return str(work_id)
 
     @staticmethod
@@ -349,7 +591,13 @@ class OpenCTIWorkManager:
         return None if work_id.startswith(_NO_WORK_PREFIX) else work_id
 
     def send_bundle(self, work_id: str, objects: Sequence[Any]) -> None:
-        """Send ``objects`` as one bundle (deduplicated by id) within ``work_id``."""
+        """Send ``objects`` (deduplicated by id) within ``work_id``.
+
+        Split mode: one bundle, which pycti splits into one message per object.
+        Bundle mode: one message, or several reference-complete parts when the
+        bundle is over ``max_batch_bytes``; a retry of the same batch skips the
+        parts already sent.
+        """
         members = _flatten(objects)
         count = len({object_id(member) for member in members})  # as sent, deduplicated
         with self._lock:
@@ -361,30 +609,65 @@ class OpenCTIWorkManager:
         if not members:
             self._log("debug", "Empty batch: nothing to send", {"work_id": work_id})
             return
-        bundle = bundle_json(members)
-        try:
-            self.helper.send_stix2_bundle(
-                bundle, work_id=self._platform_id(work_id), **self.send_options
-            )
-        except Exception as exc:
-            self._pycti_metric("error_count")
+        bundle = bundle_dict(members)
+        bundles = [_dumps(bundle)]
+        if self.send_mode == "bundle" and _utf8_size(bundles[0]) > self.max_batch_bytes:
+            try:
+                bundles = split_bundle(bundle["objects"], self.max_batch_bytes)
+            except BundleTooLargeError as exc:
+                raise self._fail(exc, "Cannot send the bundle", {"work_id": work_id}) from None
+            with self._lock:
+                self.counters["oversize_batches"] += 1
             self._log(
-                "error",
-                "Cannot send the bundle",
+                "info",
+                "Batch over max_batch_bytes: sent as reference-complete parts",
                 {
                     "work_id": work_id,
-                    "objects": count,
-                    "attempt": attempt,
-                    "reason": str(exc),
+                    "parts": len(bundles),
+                    "max_batch_bytes": self.max_batch_bytes,
                 },
             )
-            raise
+        fingerprint = hash(tuple(obj["id"] for obj in bundle["objects"]))
+        with self._lock:
+            done_hash, done = self._parts_done.get(work_id, (fingerprint, 0))
+        if done_hash != fingerprint:
+            done = 0
+        if done:
+            with self._lock:
+                self.counters["parts_skipped_on_retry"] += done
+        platform_id = self._platform_id(work_id)
+        for index in range(done, len(bundles)):
+            try:
+                self.helper.send_stix2_bundle(
+                    bundles[index], work_id=platform_id, **self.send_options
+                )
+            except Exception as exc:
+                with self._lock:
+                    self.counters["send_failures"] += 1
+                meta = {"work_id": work_id, "objects": count, "attempt": attempt}
+                if len(bundles) > 1:
+                    meta["part"] = f"{index + 1}/{len(bundles)}"
+                cleaned = self._fail(exc, "Cannot send the bundle", meta)
+                if cleaned is exc:
+                    raise
+                raise cleaned from None
+            with self._lock:
+                self._parts_done[work_id] = (fingerprint, index + 1)
+                self.counters["bundles_sent"] += 1
+                if self.send_mode == "bundle":
+                    self.counters["messages_sent"] += 1
         self._pycti_metric("record_send", count)
         self._metrics.objects_sent.labels(**self._labels).inc(count)
         self._log(
             "info",
             "Bundle sent",
-            {"work_id": work_id, "objects": count, "attempt": attempt},
+            {
+                "work_id": work_id,
+                "objects": count,
+                "attempt": attempt,
+                "send_mode": self.send_mode,
+                "messages": len(bundles) if self.send_mode == "bundle" else count,
+            },
         )
 
     def work_to_process(
@@ -395,21 +678,22 @@ class OpenCTIWorkManager:
             count = self._open_works.get(work_id, 0)
         if message is None:
             message = "Batch failed" if in_error else f"Batch delivered: {count} objects"
+        message = self._redact(message)
         platform_id = self._platform_id(work_id)
         if platform_id is not None:
             try:
                 self.helper.api.work.to_processed(platform_id, message, in_error)
             except Exception as exc:
-                self._pycti_metric("error_count")
-                self._log(
-                    "error",
-                    "Cannot close the work",
-                    {"work_id": work_id, "in_error": in_error, "reason": str(exc)},
+                cleaned = self._fail(
+                    exc, "Cannot close the work", {"work_id": work_id, "in_error": in_error}
                 )
-                raise
+                if cleaned is exc:
+                    raise
+                raise cleaned from None
         with self._lock:
             self._open_works.pop(work_id, None)
             self._attempts.pop(work_id, None)
+            self._parts_done.pop(work_id, None)
         outcome = "error" if in_error else "success"
         self._metrics.batches.labels(**self._labels, outcome=outcome).inc()
         if in_error:
@@ -444,6 +728,119 @@ class OpenCTIWorkManager:
                 pass
         return closed
 
+    # -- works left open on the platform -----------------------------------------
+
+    def platform_open_works(self) -> list[dict[str, Any]]:
+        """This connector's works the platform lists as in progress (``wait``/``progress``).
+
+        Raises what the API raises (secrets removed).
+        """
+        connector_id = str(self.helper.connect_id)
+        filters = {
+            "mode": "and",
+            "filters": [
+                {"key": "connector_id", "values": [connector_id]},
+                {"key": "status", "values": ["wait", "progress"]},
+            ],
+            "filterGroups": [],
+        }
+        works: list[dict[str, Any]] = []
+        after: str | None = None
+        try:
+            for _page in range(_OPEN_WORKS_MAX_PAGES):
+                result = self.helper.api.query(
+                    _OPEN_WORKS_QUERY,
+                    {"count": _OPEN_WORKS_PAGE, "after": after, "filters": filters},
+                )
+                connection = result["data"]["works"]
+                works.extend(edge["node"] for edge in connection["edges"])
+                info = connection.get("pageInfo") or {}
+                after = info.get("endCursor")
+                if not info.get("hasNextPage") or not after:
+                    break
+        except Exception as exc:
+            cleaned = self._clean(exc)
+            if cleaned is exc:
+                raise
+            raise cleaned from None
+        return works
+
+    def _close_platform_works(self, works: list[dict[str, Any]], message: str) -> int:
+        closed = 0
+        for work in works:
+            try:
+                self.helper.api.work.to_processed(str(work["id"]), message, True)
+                closed += 1
+            except Exception as exc:
+                self._pycti_metric("error_count")
+                self._log(
+                    "warning",
+                    "Cannot close a work left in progress",
+                    {"work_id": work.get("id"), "reason": self._reason(exc)},
+                )
+        return closed
+
+    def _closable(self, works: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Works no connector closed (``processed_time`` unset), none of them this run's."""
+        with self._lock:
+            mine = set(self._open_works)
+        return [w for w in works if not w.get("processed_time") and w.get("id") not in mine]
+
+    def close_interrupted_works(self, message: str = "interrupted") -> int:
+        """Close, in error with ``message``, the works a previous process left in progress.
+
+        Call it at start, before the first batch (the mixin does): works of this
+        connector that the platform lists as in progress and that no connector
+        marked processed — a process killed between opening a work and closing
+        it.  Works already marked processed whose bundles the workers are still
+        importing are left alone.  Never raises; returns how many were closed.
+        Only one process may run per connector id.
+        """
+        try:
+            works = self._closable(self.platform_open_works())
+        except Exception as exc:
+            self._log(
+                "warning",
+                "Cannot list the works left in progress; none closed",
+                {"reason": self._reason(exc)},
+            )
+            return 0
+        closed = self._close_platform_works(works, message)
+        with self._lock:
+            self.counters["interrupted_works_closed"] += closed
+        if works:
+            self._log(
+                "info",
+                "Closed the works an interrupted run left in progress",
+                {"closed": closed, "found": len(works)},
+            )
+        return closed
+
+    def _close_orphans(self, work_name: str) -> None:
+        """Close works named ``work_name`` that a lost ``workAdd`` answer left open."""
+        try:
+            works = [
+                w for w in self._closable(self.platform_open_works()) if w.get("name") == work_name
+            ]
+        except Exception as exc:
+            self._log(
+                "warning",
+                "Cannot look for a work whose creation answer was lost",
+                {"work_name": work_name, "reason": self._reason(exc)},
+            )
+            return
+        closed = self._close_platform_works(
+            works, "orphaned: the answer to its creation was lost; the batch went in another work"
+        )
+        with self._lock:
+            self.counters["orphan_works_closed"] += closed
+        if works:
+            self._log(
+                "warning",
+                "Closed works whose creation answer was lost",
+                {"work_name": work_name, "closed": closed},
+            )
+
     # -- state -------------------------------------------------------------------
 
     def update_state(self, state_key: str, date_str: str) -> None:
@@ -463,8 +860,54 @@ class OpenCTIWorkManager:
             lag = (utc_now() - instant).total_seconds()
             self._metrics.cursor_lag.labels(**self._labels, state_key=state_key).set(lag)
 
+    def sync_state(self) -> bool:
+        """Adopt the state stored on the platform when it differs from the helper's copy.
+
+        An operator may reset the connector state in the UI between two runs of
+        a long-lived process; pycti's ping thread applies that only at its next
+        ping (every 40 s).  Returns whether the local state changed.  Never
+        raises: when the platform cannot be read, the local state stays.
+        """
+        connector_id = getattr(self.helper, "connector_id", None) or self.helper.connect_id
+        try:
+            details = self.helper.api.connector.read(connector_id=connector_id)
+        except Exception as exc:
+            self._log(
+                "warning",
+                "Cannot read the connector state on the platform; using the local copy",
+                {"reason": self._reason(exc)},
+            )
+            return False
+        if not isinstance(details, Mapping) or "connector_state" not in details:
+            return False
+        raw = details["connector_state"]
+        try:
+            remote = json.loads(raw) if isinstance(raw, str) and raw.strip() else None
+        except ValueError:
+            return False
+        if not isinstance(remote, dict) or not remote:
+            remote = None
+        with self._state_lock:
+            local = self.helper.get_state()
+            if (local or None) == remote:
+                return False
+            self.helper.set_state(remote)
+        with self._lock:
+            self.counters["state_refreshes"] += 1
+        self._log(
+            "info",
+            "Connector state changed on the platform (reset); using the platform's",
+            {"keys": sorted(remote) if remote else []},
+        )
+        return True
+
     def get_state(self, state_key: str) -> str | None:
-        """The cursor stored under ``state_key`` in the connector state, or ``None``."""
+        """The cursor stored under ``state_key`` in the connector state, or ``None``.
+
+        With ``refresh_state`` (the default) the platform's copy is read first.
+        """
+        if self.refresh_state:
+            self.sync_state()
         state = self.helper.get_state()
         if not isinstance(state, Mapping):
             return None
@@ -484,5 +927,6 @@ class OpenCTIWorkManager:
     def __repr__(self) -> str:
         return (
             f"OpenCTIWorkManager(connector_id={self._labels['connector_id']!r}, "
-            f"backpressure={self.backpressure}, send_options={sorted(self.send_options)})"
+            f"send_mode={self.send_mode!r}, backpressure={self.backpressure}, "
+            f"send_options={sorted(self.send_options)})"
         )

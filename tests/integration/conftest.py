@@ -11,6 +11,7 @@ import pika
 import pytest
 
 from tests.integration.stub_opencti import StubOpenCTI
+from tests.integration.tcp_proxy import TcpProxy
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 
@@ -54,6 +55,24 @@ def stub(broker: str) -> Iterator[StubOpenCTI]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def broker_proxy(stub: StubOpenCTI) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the broker; the stub tells helpers to push through it.
+
+    Request it before building helpers: pycti reads the broker host and port from
+    the connector configuration the stub returns at registration.
+    """
+    real = stub.advertised_broker
+    proxy = TcpProxy(real.host, real.port).start()
+    original = (real.host, real.port)
+    real.host, real.port = proxy.host, proxy.port
+    try:
+        yield proxy
+    finally:
+        real.host, real.port = original
+        proxy.stop()
 
 
 HelperFactory = Callable[..., Any]

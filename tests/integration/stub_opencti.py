@@ -5,14 +5,19 @@ It answers the operations a real ``pycti.OpenCTIConnectorHelper`` sends
 ``workAdd``, ``addExpectations``, ``workToProcessed``, ...), records every call,
 the works and the connector state, and — like the platform — declares the
 connector's push exchange and queue in RabbitMQ.  Faults can be injected:
-GraphQL errors or HTTP 5xx on a named operation N times, latency per call, and
-the push-queue size reported by ``GetConnector`` (for back-pressure).
+GraphQL errors, HTTP 5xx or a late answer (the client times out, the platform
+still does the work) on a named operation N times, latency per call, and the
+push-queue size reported by ``GetConnector`` (for back-pressure).  Works can be
+listed (``works`` query, filtered by connector and status, paginated) and the
+connector state reset as from the UI (the next ping answers the reset state
+instead of storing the one it carries, as the platform does).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import datetime as dt
 import json
 import re
 import threading
@@ -47,6 +52,8 @@ class Work:
     name: str
     connector_id: str
     status: str = "progress"
+    timestamp: str = field(default_factory=lambda: _now())
+    processed_time: str | None = None
     in_error: bool | None = None
     messages: list[str | None] = field(default_factory=list)
     expectations: int = 0
@@ -99,9 +106,10 @@ class StubOpenCTI:
         self.state_history: list[str | None] = []
         self.latency = 0.0
         self.operation_latency: dict[str, float] = {}
+        self.fault_delay = 1.0  # seconds a "timeout" fault holds the answer back
         self._faults: dict[str, list[str]] = {}
         self._queue_reports: list[tuple[int, int]] = []
-        self._pending_reset: tuple[str | None] | None = None
+        self._state_reset = False
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -164,8 +172,13 @@ class StubOpenCTI:
     # -- fault injection and control -----------------------------------------------
 
     def fail(self, operation: str, times: int = 1, kind: str = "graphql") -> None:
-        """The next ``times`` calls of ``operation`` fail (``graphql`` or ``http_500``)."""
-        if kind not in ("graphql", "http_500"):
+        """The next ``times`` calls of ``operation`` fail.
+
+        ``graphql``: a GraphQL error; ``http_500``: an HTTP 500; ``timeout``: the
+        platform does the work but answers only after ``fault_delay`` seconds
+        (set the client's request timeout below it).
+        """
+        if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
         with self._lock:
             self._faults.setdefault(operation, []).extend([kind] * times)
@@ -179,9 +192,21 @@ class StubOpenCTI:
             self._queue_reports = list(reports)
 
     def reset_state(self, state: dict[str, Any] | None) -> None:
-        """Reset the state from the 'UI': the next ping answers ``state``."""
+        """Reset the state as from the UI: stored at once; the next ping answers it
+        instead of storing the state it carries (later pings store again)."""
         with self._lock:
-            self._pending_reset = (None if state is None else json.dumps(state),)
+            self.state = None if state is None else json.dumps(state)
+            self._state_reset = True
+
+    def add_work(self, name: str, *, status: str = "progress", processed: bool = False) -> Work:
+        """A work of this connector, as a previous process may have left it."""
+        work = Work(id=f"work_{uuid.uuid4()}", name=name, connector_id=self.connector_id)
+        work.status = status
+        if processed:
+            work.processed_time = _now()
+        with self._lock:
+            self.works[work.id] = work
+        return work
 
     def wait_for(self, condition: Any, what: str, timeout: float = 15.0) -> None:
         """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` s."""
@@ -219,11 +244,14 @@ class StubOpenCTI:
         match = _OPERATION.match(query)
         operation = match.group(1) if match else "anonymous"
         delay = self.latency + self.operation_latency.get(operation, 0.0)
-        if delay > 0:
-            time.sleep(delay)
         with self._lock:
             faults = self._faults.get(operation)
             fault = faults.pop(0) if faults else None
+        if fault == "timeout":
+            delay += self.fault_delay
+        if delay > 0:
+            time.sleep(delay)
+        with self._lock:
             if fault == "http_500":
                 self.calls.append(Call(operation, variables, "http_500"))
                 return 500, "Internal Server Error (injected by stub)"
@@ -239,7 +267,7 @@ class StubOpenCTI:
             except KeyError as exc:
                 self.calls.append(Call(operation, variables, "not_found"))
                 return 200, _error(f"Work not found: {exc}", "WORK_NOT_ALIVE")
-            self.calls.append(Call(operation, variables, "ok"))
+            self.calls.append(Call(operation, variables, "late" if fault == "timeout" else "ok"))
             return 200, {"data": data}
 
     def _connector_config(self) -> dict[str, Any]:
@@ -276,9 +304,8 @@ class StubOpenCTI:
         }
 
     def _op_PingConnector(self, variables: dict[str, Any]) -> dict[str, Any]:
-        if self._pending_reset is not None:
-            (self.state,) = self._pending_reset
-            self._pending_reset = None
+        if self._state_reset:  # the platform answers the reset state, once
+            self._state_reset = False
         else:
             sent = variables.get("state")
             self.state = None if sent in (None, "null", "") else sent
@@ -344,6 +371,7 @@ class StubOpenCTI:
     def _op_workToProcessed(self, variables: dict[str, Any]) -> dict[str, Any]:
         work = self._work(variables)
         work.status = "complete"
+        work.processed_time = _now()
         work.in_error = bool(variables.get("inError"))
         work.messages.append(variables.get("message"))
         work.closed_count += 1
@@ -359,8 +387,70 @@ class StubOpenCTI:
         self._work(variables)
         return {"workEdit": {"ping": variables["id"]}}
 
+    def _works_page(self, variables: dict[str, Any]) -> dict[str, Any]:
+        """The ``works`` connection: filters on connector_id / status, ``first``, ``after``."""
+        wanted: dict[str, list[str]] = {}
+        for condition in (variables.get("filters") or {}).get("filters", []):
+            key = condition.get("key")
+            key = key[0] if isinstance(key, list) else key
+            wanted[str(key)] = [str(v) for v in condition.get("values", [])]
+        works = [
+            w
+            for w in self.works.values()
+            if ("connector_id" not in wanted or w.connector_id in wanted["connector_id"])
+            and ("status" not in wanted or w.status in wanted["status"])
+        ]
+        start = int(variables.get("after") or 0)
+        count = int(variables.get("count") or variables.get("first") or 50)
+        page = works[start : start + count]
+        return {
+            "works": {
+                "edges": [{"node": _work_node(w)} for w in page],
+                "pageInfo": {
+                    "endCursor": str(start + len(page)),
+                    "hasNextPage": start + len(page) < len(works),
+                },
+            }
+        }
+
+    def _op_ConnectorWorksQuery(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return self._works_page(variables)
+
+    def _op_ConnectorBatchingOpenWorks(self, variables: dict[str, Any]) -> dict[str, Any]:
+        return self._works_page(variables)
+
     def _op_ConnectorDeletionMutation(self, variables: dict[str, Any]) -> dict[str, Any]:
         return {"deleteConnector": variables["id"]}
+
+
+FAULT_KINDS = ("graphql", "http_500", "timeout")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _work_node(work: Work) -> dict[str, Any]:
+    return {
+        "id": work.id,
+        "name": work.name,
+        "user": {"name": "connector"},
+        "timestamp": work.timestamp,
+        "status": work.status,
+        "event_source_id": work.connector_id,
+        "received_time": None,
+        "processed_time": work.processed_time,
+        "completed_time": work.processed_time if work.closed else None,
+        "tracking": {
+            "import_expected_number": work.expectations,
+            "import_processed_number": work.reported_expectations,
+        },
+        "messages": [
+            {"timestamp": None, "message": m, "sequence": None, "source": None}
+            for m in work.messages
+        ],
+        "errors": [],
+    }
 
 
 def _error(message: str, code: str) -> dict[str, Any]:
@@ -373,6 +463,7 @@ def _error(message: str, code: str) -> dict[str, Any]:
 class _Handler(BaseHTTPRequestHandler):
     owner: StubOpenCTI
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms stall
 
     def log_message(self, format: str, *args: Any) -> None:
         return
