@@ -49,6 +49,16 @@ def indicator_date(obj: Any) -> Any:
     return None
 
 
+def _count_rows(payloads: list[Any]) -> int:
+    """Feed rows in normalised engine payloads: one indicator per row."""
+    return sum(
+        1
+        for payload in payloads
+        for obj in (payload if type(payload) is list else [payload])
+        if type(obj) is dict and obj.get("type") == "indicator"
+    )
+
+
 class RowSpool:
     """A temporary on-disk table of feed rows, read back ordered by ``dateadded``."""
 
@@ -232,10 +242,19 @@ class URLhausConnector(BatchingConnectorMixin):
             tlp_level=settings.urlhaus.tlp_level, score=settings.urlhaus.score
         )
 
-    def processor_config(self, batch_size: int | None = None) -> GenericBatchProcessorConfig:
-        """The engine configuration: one row (three objects) counts as one item."""
+    def processor_config(
+        self,
+        batch_size: int | None = None,
+        *,
+        on_delivered: Callable[[list[Any], str], Any] | None = None,
+    ) -> GenericBatchProcessorConfig:
+        """The engine configuration: the rows of one ``dateadded`` second count as one item.
+
+        ``on_delivered(items, work_id)`` runs after each delivered batch.
+        """
         options = self.settings.urlhaus
         return GenericBatchProcessorConfig(
+            postprocessing_function=on_delivered,
             batch_size=batch_size or options.batch_size,
             work_name_template="URLhaus import batch #{batch_num}",
             state_key=STATE_KEY,
@@ -314,31 +333,48 @@ class URLhausConnector(BatchingConnectorMixin):
         total = len(spool)
         if total == 0:
             return
+        delivered = [0]
+
+        def count_delivered(items: list[Any], work_id: str) -> None:
+            delivered[0] += _count_rows(items)
+
         processor = self.create_batch_processor(
-            self.processor_config(batch_size), logger=self.logger
+            self.processor_config(batch_size, on_delivered=count_delivered), logger=self.logger
         )
         converter = self.converter
-        produced = 0
+        produced = done = 0
+        pending: list[FeedRow] = []
+
+        def add_pending() -> None:
+            nonlocal produced, done
+            group = converter.group(pending, with_shared=done == 0)
+            produced += len(group)
+            done += len(pending)
+            pending.clear()
+            try:
+                processor.add_item(group)
+            except Exception as exc:  # a batch failed for good: its rows are kept as failed
+                self.logger.error("batch delivery failed for good: %s", exc)
+            if progress is not None:
+                progress(done, total)
+
         try:
             with processor:  # flushes and saves the cursor on exit, also on error
-                for done, row in enumerate(spool.rows(), start=1):
-                    if self.stop_event.is_set():
-                        summary.stopped = True
-                        break
-                    group = converter.group(row, with_shared=done == 1)
-                    produced += len(group)
-                    try:
-                        processor.add_item(group)
-                    except Exception as exc:  # a batch failed for good: rows kept as failed
-                        self.logger.error("batch delivery failed for good: %s", exc)
-                    if progress is not None:
-                        progress(done, total)
+                for row in spool.rows():
+                    if pending and row.dateadded != pending[-1].dateadded:
+                        add_pending()  # rows of one second stay in one group
+                        if self.stop_event.is_set():
+                            summary.stopped = True
+                            break
+                    pending.append(row)
+                if pending:
+                    add_pending()
         except Exception as exc:  # the final flush failed for good
             self.logger.error("final batch delivery failed for good: %s", exc)
         stats = processor.get_statistics()
         summary.objects_produced = produced
-        summary.rows_delivered = stats["total_items_processed"]
-        summary.rows_failed = stats["failed_items_count"]
+        summary.rows_delivered = delivered[0]
+        summary.rows_failed = _count_rows(processor.get_failed_items())
         summary.objects_sent = stats.get("total_objects_sent", 0)
         summary.batches = stats["total_batches_processed"]
         summary.failed_batches = stats.get("failed_batches", 0)

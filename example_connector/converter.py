@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -144,24 +145,33 @@ def _timestamp(moment: dt.datetime) -> str:
 
 
 class RowGroup:
-    """One feed row's objects, handed to the processor as one group (``to_stix()``)."""
+    """Feed rows' objects handed to the processor as one group (``to_stix()``).
 
-    __slots__ = ("_objects", "dateadded", "row")
+    The engine never splits a group across batches.  The connector groups the
+    rows sharing one ``dateadded``, so a batch boundary never falls between
+    them and the cursor (the latest delivered ``dateadded``) never covers a
+    row that is still to be sent.
+    """
 
-    def __init__(self, row: FeedRow, objects: list[dict[str, Any]]) -> None:
-        self.row = row
-        self.dateadded = row.dateadded
+    __slots__ = ("_objects", "dateadded", "rows")
+
+    def __init__(self, rows: Sequence[FeedRow], objects: list[dict[str, Any]]) -> None:
+        if not rows:
+            raise ValueError("a RowGroup needs at least one row")
+        self.rows = tuple(rows)
+        self.dateadded = max(row.dateadded for row in self.rows)
         self._objects = objects
 
     def to_stix(self) -> list[dict[str, Any]]:
-        """The row's objects (observable, indicator, relationship, maybe author and marking)."""
+        """The rows' objects (observable, indicator, relationship each; maybe author, marking)."""
         return self._objects
 
     def __len__(self) -> int:
         return len(self._objects)
 
     def __repr__(self) -> str:
-        return f"RowGroup(line={self.row.line_number}, id={self.row.id!r})"
+        first = self.rows[0]
+        return f"RowGroup(rows={len(self.rows)}, first_line={first.line_number}, id={first.id!r})"
 
 
 class URLhausConverter:
@@ -262,9 +272,9 @@ class URLhausConverter:
         }
         return [observable, indicator, relationship]
 
-    def group(self, row: FeedRow, *, with_shared: bool = False) -> RowGroup:
-        """The row's objects as one group; ``with_shared`` prepends author and marking."""
-        objects = self.convert(row)
-        if with_shared:
-            objects = [*self.shared_objects, *objects]
-        return RowGroup(row, objects)
+    def group(self, rows: Sequence[FeedRow], *, with_shared: bool = False) -> RowGroup:
+        """The objects of ``rows`` as one group; ``with_shared`` prepends author and marking."""
+        objects = [*self.shared_objects] if with_shared else []
+        for row in rows:
+            objects.extend(self.convert(row))
+        return RowGroup(rows, objects)

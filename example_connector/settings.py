@@ -87,7 +87,13 @@ SETTINGS: tuple[SettingDoc, ...] = (
         DEFAULT_FEED_URL,
         "Feed to import: http(s) URL or local file path (URLhaus CSV format).",
     ),
-    SettingDoc("URLHAUS_BATCH_SIZE", "urlhaus", "batch_size", "500", "Feed rows per batch (work)."),
+    SettingDoc(
+        "URLHAUS_BATCH_SIZE",
+        "urlhaus",
+        "batch_size",
+        "500",
+        "Feed rows per batch (work); rows added in the same second count as one.",
+    ),
     SettingDoc(
         "URLHAUS_TLP_LEVEL",
         "urlhaus",

@@ -20,11 +20,11 @@ PAUSE_AT = int(os.environ["PAUSE_AT_ROW"])
 READY = Path(os.environ["PAUSE_READY"])
 GO = Path(os.environ["PAUSE_GO"])
 
-_original = URLhausConverter.group
+_original = URLhausConverter.convert
 _calls = 0
 
 
-def _pausing_group(self: URLhausConverter, row: Any, *, with_shared: bool = False) -> Any:
+def _pausing_convert(self: URLhausConverter, row: Any) -> Any:
     global _calls
     _calls += 1
     if _calls == PAUSE_AT:
@@ -32,10 +32,10 @@ def _pausing_group(self: URLhausConverter, row: Any, *, with_shared: bool = Fals
         deadline = time.monotonic() + 120
         while not GO.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-    return _original(self, row, with_shared=with_shared)
+    return _original(self, row)
 
 
-URLhausConverter.group = _pausing_group  # type: ignore[method-assign]
+URLhausConverter.convert = _pausing_convert  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.argv = ["example_connector", *sys.argv[1:]]

@@ -197,7 +197,7 @@ def test_objects_use_pycti_ids_and_reference_author_and_marking() -> None:
         {"source_name": "urlhaus", "url": "https://urlhaus.abuse.ch/url/9/", "external_id": "9"}
     ]
     assert converter.convert(row) == [observable, indicator, relationship]  # deterministic
-    group = converter.group(row, with_shared=True)
+    group = converter.group([row], with_shared=True)
     assert group.to_stix()[:2] == converter.shared_objects
     result = validate_string(bundle_json(group.to_stix()))
     assert result.is_valid, result.errors

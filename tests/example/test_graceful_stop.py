@@ -36,6 +36,73 @@ def _wait_for(path: Path, proc: subprocess.Popen[str]) -> None:
         time.sleep(0.02)
 
 
+def _start_pausing(
+    tmp_path: Path, feed: Path, pause_at: int
+) -> tuple[subprocess.Popen[str], list[str], dict[str, str], Path]:
+    """Start an offline run that pauses at row ``pause_at``; returns once it is paused."""
+    out = tmp_path / "out"
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
+    env.update(
+        PAUSE_AT_ROW=str(pause_at),
+        PAUSE_READY=str(ready),
+        PAUSE_GO=str(go),
+        PYTHONPATH=str(REPO),
+    )
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("pausing_run.py")), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(ready, proc)
+    return proc, args, env, go
+
+
+def _indicator_row_ids(out: Path) -> list[str]:
+    ids = []
+    for path in sorted(out.glob("*.json")):
+        bundle = json.loads(path.read_text("utf-8"))
+        ids += [
+            o["external_references"][0]["external_id"]
+            for o in bundle["objects"]
+            if o["type"] == "indicator"
+        ]
+    return ids
+
+
+def test_a_crash_inside_rows_of_one_second_loses_none(tmp_path: Path) -> None:
+    rows = make_feed_rows(60)
+    tie = rows[20][1]
+    for row in rows[20:32]:  # 12 rows added in the same second, across the 25-row boundary
+        row[1] = tie
+    feed = write_feed(tmp_path / "feed.csv", rows)
+    proc, args, env, _go = _start_pausing(tmp_path, feed, pause_at=28)
+    proc.kill()  # SIGKILL: no flush, no cleanup
+    proc.communicate(timeout=60)
+    out = tmp_path / "out"
+    with LocalWorkManager(out) as manager:
+        cursor = manager.get_state(STATE_KEY)
+    assert cursor is None or cursor < tie.replace(" ", "T") + "Z"  # never inside the second
+    assert not list(out.glob("*.part")) and not list(out.glob(".*"))
+
+    env.pop("PAUSE_AT_ROW")
+    done = subprocess.run(
+        [sys.executable, "-m", "example_connector", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert set(_indicator_row_ids(out)) == {r[0] for r in rows}  # every row, the tie included
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_flushes_saves_cursor_and_exits_0(
     tmp_path: Path, signum: signal.Signals
