@@ -4,6 +4,7 @@ the stub OpenCTI API and the real RabbitMQ broker (fixtures from tests/integrati
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,23 +23,27 @@ ROWS = 60
 BATCH = 25
 
 
-def _run(platform: StubOpenCTI, feed: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _env(platform: StubOpenCTI, feed: Path, period: str = "PT0S") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
     env.update(
         OPENCTI_URL=platform.url,
         OPENCTI_TOKEN=platform.token,
         OPENCTI_JSON_LOGGING="false",
         CONNECTOR_ID=platform.connector_id,
-        CONNECTOR_DURATION_PERIOD="PT0S",  # run once, then exit
+        CONNECTOR_DURATION_PERIOD=period,  # PT0S: run once, then exit
         URLHAUS_FEED_URL=str(feed),
         URLHAUS_BATCH_SIZE=str(BATCH),
         URLHAUS_TLP_LEVEL="red",
         PYTHONPATH=str(REPO),
     )
+    return env
+
+
+def _run(platform: StubOpenCTI, feed: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "example_connector"],
         cwd=cwd,
-        env=env,
+        env=_env(platform, feed),
         capture_output=True,
         text=True,
         timeout=180,
@@ -88,3 +93,26 @@ def test_unreadable_feed_is_logged_and_left_for_the_next_run(
     assert "URLhaus run skipped, the next run retries: cannot open feed file" in done.stderr
     assert stub.works_list() == []
     assert STATE_KEY not in str(stub.state_dict())
+
+
+def test_sigterm_between_scheduled_runs_exits_0(stub: StubOpenCTI, tmp_path: Path) -> None:
+    feed = write_feed(tmp_path / "feed.csv", make_feed_rows(10))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "example_connector"],
+        cwd=tmp_path,
+        env=_env(stub, feed, period="PT1H"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        stub.wait_for(lambda: STATE_KEY in str(stub.state_dict()), "the first run", timeout=90)
+        assert proc.poll() is None  # scheduled: waiting for the next run
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert all(w.closed for w in stub.works_list())
