@@ -116,6 +116,8 @@ class LocalWorkManager:
     """A work manager writing one STIX 2.1 bundle file per batch under ``directory``.
 
     Thread-safe; use it as a context manager or call :meth:`close` when done.
+    Opening removes temporary files a crash left behind, so one directory is
+    meant for one process at a time.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -135,6 +137,16 @@ class LocalWorkManager:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+        self.stale_files_removed = self._remove_stale_temp_files()
+
+    def _remove_stale_temp_files(self) -> int:
+        """Delete temporary files a crash left mid-write (never valid bundles)."""
+        removed = 0
+        for path in self._directory.glob(".*.json.*.part"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        return removed
 
     # -- plumbing ---------------------------------------------------------
 

@@ -254,3 +254,15 @@ def test_failed_commit_takes_the_file_back(tmp_path: Path) -> None:
         assert manager.get_work(work_id).bundle_count == 0
         manager.send_bundle(work_id, [_indicator(1)])  # the connection is usable again
         assert len(manager.bundle_paths()) == 1
+
+
+def test_reopening_removes_what_a_crash_left_mid_write(tmp_path: Path) -> None:
+    with LocalWorkManager(tmp_path) as manager:
+        work_id = manager.initiate_work("w", "indicator")
+        manager.send_bundle(work_id, [_indicator(1)])
+    leftover = tmp_path / ".20250101T000000000000Z_00000002_w000001_abc.json.x1y2.part"
+    leftover.write_bytes(b'{"type": "bundle", "objects": [')  # a write cut short
+    with LocalWorkManager(tmp_path) as manager:
+        assert manager.stale_files_removed == 1
+        assert not leftover.exists()
+        assert len(manager.bundle_paths()) == 1
