@@ -99,14 +99,18 @@ def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
                     pip_commands.append(words)
     assert pip_commands, "the Dockerfile installs nothing with pip"
 
+    # A new, empty environment.  The Dockerfile's pip commands run in it unchanged, through
+    # this interpreter's pip (``pip --python``: no pip is installed into the new venv, which
+    # saves seconds) and without byte-compiling (PIP_NO_COMPILE: speed only).
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     bin_dir = env_dir / "bin"
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("PYTHONPATH", None)
+    env["PIP_NO_COMPILE"] = "1"
     for words in pip_commands:
         result = subprocess.run(
-            [str(bin_dir / "python"), "-m", *words],
+            [sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), *words[1:]],
             cwd=context,
             env=env,
             capture_output=True,
