@@ -81,7 +81,12 @@ MAX_BATCH_BYTES = max_bundle_bytes_for(RABBITMQ_MAX_MESSAGE_BYTES)
 _OPEN_WORKS_QUERY = """
 query ConnectorBatchingOpenWorks($count: Int, $after: ID, $filters: FilterGroup) {
   works(first: $count, after: $after, filters: $filters) {
-    edges { node { id name status timestamp processed_time } }
+    edges {
+      node {
+        id name status timestamp processed_time
+        tracking { import_expected_number import_processed_number }
+      }
+    }
     pageInfo { endCursor hasNextPage }
   }
 }
@@ -308,6 +313,11 @@ def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
+def _is_broker_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from pika (so pycti had already added the expectations)."""
+    return type(exc).__module__.startswith("pika")
+
+
 def _flatten(objects: Sequence[Any]) -> list[Any]:
     """Members of ``objects``: mapper objects become the STIX objects they convert to."""
     out: list[Any] = []
@@ -398,6 +408,7 @@ class OpenCTIWorkManager:
                 "parts_skipped_on_retry",
                 "orphan_works_closed",
                 "interrupted_works_closed",
+                "expectations_withdrawn",
                 "state_refreshes",
             ),
             0,
@@ -644,6 +655,8 @@ class OpenCTIWorkManager:
             except Exception as exc:
                 with self._lock:
                     self.counters["send_failures"] += 1
+                if platform_id is not None and _is_broker_error(exc):
+                    self._withdraw_expectations(platform_id, bundles[index])
                 meta = {"work_id": work_id, "objects": count, "attempt": attempt}
                 if len(bundles) > 1:
                     meta["part"] = f"{index + 1}/{len(bundles)}"
@@ -669,6 +682,46 @@ class OpenCTIWorkManager:
                 "messages": len(bundles) if self.send_mode == "bundle" else count,
             },
         )
+
+    def _withdraw_expectations(self, platform_id: str, bundle: str) -> None:
+        """Take back the expectations pycti added for a send the broker broke.
+
+        pycti adds a send's expectations to the work before it talks to the
+        broker.  The platform completes a work only when the messages its
+        workers imported equal its expectations, so a failed send (retried in
+        the same work) would leave the work "in progress" for ever.  Messages
+        published before a cut are imported in addition: the count then passes
+        through the expected number on the way, which completes the work.
+        """
+        if self.send_mode == "bundle":
+            expected = 1
+        else:
+            try:
+                from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
+
+                expected = int(
+                    OpenCTIStix2Splitter().split_bundle_with_expectations(
+                        bundle=bundle,
+                        use_json=True,
+                        event_version=self.send_options.get("event_version"),
+                        cleanup_inconsistent_bundle=bool(
+                            self.send_options.get("cleanup_inconsistent_bundle")
+                        ),
+                    )[0]
+                )
+            except Exception:
+                return
+        try:
+            self.helper.api.work.add_expectations(platform_id, -expected)
+        except Exception as exc:  # pycti logs and swallows; never fail the batch for it
+            self._log(
+                "warning",
+                "Cannot withdraw the expectations of a failed send",
+                {"work_id": platform_id, "reason": self._reason(exc)},
+            )
+            return
+        with self._lock:
+            self.counters["expectations_withdrawn"] += expected
 
     def work_to_process(
         self, work_id: str, in_error: bool = False, message: str | None = None
@@ -766,9 +819,20 @@ class OpenCTIWorkManager:
         return works
 
     def _close_platform_works(self, works: list[dict[str, Any]], message: str) -> int:
+        """Close ``works`` in error; first take back expectations no message will meet
+        (the platform completes a work only when imports equal expectations)."""
         closed = 0
         for work in works:
+            tracking = work.get("tracking") or {}
             try:
+                missing = int(tracking.get("import_expected_number") or 0) - int(
+                    tracking.get("import_processed_number") or 0
+                )
+            except (TypeError, ValueError):
+                missing = 0
+            try:
+                if missing > 0:
+                    self.helper.api.work.add_expectations(str(work["id"]), -missing)
                 self.helper.api.work.to_processed(str(work["id"]), message, True)
                 closed += 1
             except Exception as exc:

@@ -107,6 +107,10 @@ class StubOpenCTI:
         self.latency = 0.0
         self.operation_latency: dict[str, float] = {}
         self.fault_delay = 1.0  # seconds a "timeout" fault holds the answer back
+        #: Complete works as the platform does: only when the messages the workers
+        #: imported (``report_imported``) equal the work's expectations.  Off: a work
+        #: is complete as soon as its connector marks it processed.
+        self.realistic_completion = False
         self._faults: dict[str, list[str]] = {}
         self._queue_reports: list[tuple[int, int]] = []
         self._state_reset = False
@@ -247,10 +251,16 @@ class StubOpenCTI:
         with self._lock:
             faults = self._faults.get(operation)
             fault = faults.pop(0) if faults else None
-        if fault == "timeout":
-            delay += self.fault_delay
         if delay > 0:
             time.sleep(delay)
+        status, body = self._answer(operation, variables, fault)
+        if fault == "timeout":  # the work is done; the answer comes too late
+            time.sleep(self.fault_delay)
+        return status, body
+
+    def _answer(
+        self, operation: str, variables: dict[str, Any], fault: str | None
+    ) -> tuple[int, dict[str, Any] | str]:
         with self._lock:
             if fault == "http_500":
                 self.calls.append(Call(operation, variables, "http_500"))
@@ -365,13 +375,28 @@ class StubOpenCTI:
         return {"workEdit": {"addExpectations": variables["id"]}}
 
     def _op_reportExpectation(self, variables: dict[str, Any]) -> dict[str, Any]:
-        self._work(variables).reported_expectations += 1
+        self._report(self._work(variables))
         return {"workEdit": {"reportExpectation": variables["id"]}}
+
+    def _report(self, work: Work) -> None:
+        work.reported_expectations += 1
+        if work.processed_time and work.reported_expectations == work.expectations:
+            work.status = "complete"
+
+    def report_imported(self, work_ids: Iterable[str | None]) -> None:
+        """A worker imported one message of each of ``work_ids`` and reported it."""
+        with self._lock:
+            for work_id in work_ids:
+                work = self.works.get(work_id or "")
+                if work is not None:
+                    self._report(work)
 
     def _op_workToProcessed(self, variables: dict[str, Any]) -> dict[str, Any]:
         work = self._work(variables)
-        work.status = "complete"
         work.processed_time = _now()
+        done = work.reported_expectations == work.expectations
+        if not self.realistic_completion or done:
+            work.status = "complete"
         work.in_error = bool(variables.get("inError"))
         work.messages.append(variables.get("message"))
         work.closed_count += 1
@@ -470,12 +495,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, body: dict[str, Any] | str) -> None:
         payload = (json.dumps(body) if isinstance(body, dict) else body).encode()
-        self.send_response(status)
         ctype = "application/json" if isinstance(body, dict) else "text/plain"
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        with contextlib.suppress(OSError):  # the client may have given up (timeout)
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

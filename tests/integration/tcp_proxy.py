@@ -1,8 +1,9 @@
 """A small TCP proxy between pika and RabbitMQ that breaks the broker link on command.
 
 * ``cut()`` drops every open connection now;
-* ``cut_after(nbytes)`` drops the next connection once it has carried ``nbytes``
-  from the client to the broker (a cut in the middle of a send);
+* ``cut_after(nbytes, skip=0)`` lets ``skip`` new connections through, then drops
+  the next one once it has carried ``nbytes`` from the client to the broker (a
+  cut in the middle of a send);
 * ``refuse(n)`` resets the next ``n`` connection attempts at once (``None``: all
   of them, until ``accept()``) — the broker is unreachable for a while, then back.
 
@@ -88,7 +89,7 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._links: list[_Link] = []
         self._refuse_left: int | None = 0  # None: refuse until accept()
-        self._cut_next: list[int] = []
+        self._cut_next: list[list[int]] = []  # [connections to let through, bytes]
         self._server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._server.bind(("127.0.0.1", 0))
@@ -127,10 +128,10 @@ class TcpProxy:
                 self.stats.cut += len(links)
         return len(links)
 
-    def cut_after(self, nbytes: int) -> None:
-        """Drop the next new connection after it carried ``nbytes`` towards the broker."""
+    def cut_after(self, nbytes: int, skip: int = 0) -> None:
+        """After ``skip`` new connections, drop the next once it carried ``nbytes`` upstream."""
         with self._lock:
-            self._cut_next.append(nbytes)
+            self._cut_next.append([skip, nbytes])
 
     def refuse(self, attempts: int | None = None) -> None:
         """Reset the next ``attempts`` connections (``None``: every one until ``accept()``)."""
@@ -181,10 +182,16 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            for sock in (client, upstream):  # no Nagle stall on small AMQP frames
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             link = _Link(self, client, upstream)
             with self._lock:
                 self.stats.connections += 1
                 if self._cut_next:
-                    link.cut_at = self._cut_next.pop(0)
+                    plan = self._cut_next[0]
+                    if plan[0] > 0:
+                        plan[0] -= 1
+                    else:
+                        link.cut_at = self._cut_next.pop(0)[1]
                 self._links.append(link)
             link.start()

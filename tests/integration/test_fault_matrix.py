@@ -1,0 +1,501 @@
+"""Fault-injection matrix: a real pycti helper, the stub OpenCTI API and the real broker,
+broken on purpose one way per row.
+
+Each row runs the same feed (the TLP:RED marking, the author, 30 indicator + URL +
+relationship groups: 32 items, batches of 10, so four batches) through
+``GenericBatchProcessor`` and ``OpenCTIWorkManager`` with ``max_retries=3``, injects
+one fault, then checks:
+
+* nothing lost: every accepted object is in the push queue, or reported failed;
+* no work "in progress" at the end;
+* the cursor safe: never past an undelivered item while a batch is failed, the
+  latest date once everything is delivered;
+* the numbers: retries, batches failed, objects re-sent, as the row expects.
+
+With ``CONNECTOR_BATCHING_WRITE_MATRIX=1`` the module writes the results table of the
+rows that passed to ``docs/fault_matrix_opencti.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.cursor import format_instant, parse_instant
+from connector_batching.opencti import OpenCTIWorkManager
+from connector_batching.processor import GenericBatchProcessor
+from connector_batching.stix import object_id
+from tests.integration.feed import AUTHOR, TLP_RED, modified_of, rows
+from tests.integration.stub_opencti import StubOpenCTI, drain_queue
+from tests.integration.tcp_proxy import TcpProxy
+
+pytestmark = pytest.mark.broker
+
+STATE_KEY = "last_modified"
+GROUPS = 30
+BATCH_SIZE = 10
+BATCHES = 4  # 32 items (marking, author, 30 groups) in batches of 10
+MAX_RETRIES = 3
+REQUEST_TIMEOUT = 0.3  # the helper's API request timeout in the timeout rows (pycti: 300 s)
+LATE_ANSWER = 0.8  # how late the stub answers in those rows
+MATRIX_PATH = Path(__file__).resolve().parents[2] / "docs" / "fault_matrix_opencti.md"
+
+
+class FeedBatchError(Exception):
+    """Raised by the processor when a batch fails for good."""
+
+
+@dataclass
+class Context:
+    stub: StubOpenCTI
+    proxy: TcpProxy
+    helper: Any = None
+    manager: OpenCTIWorkManager | None = None
+    cursors_while_failed: list[tuple[str | None, dt.datetime]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One fault: what is injected, what must happen."""
+
+    id: str
+    injected: str
+    happened: str
+    inject: Callable[[Context], None]
+    on_failure: Callable[[Context], None] | None = None
+    send_mode: str = "split"
+    max_batch_bytes: int | None = None
+    timeout: bool = False
+    retries: int = 0
+    failed_batches: int = 0
+    resent: str = "none"  # "none": no object twice in a work; "some": at least one
+    works: int = BATCHES
+    works_in_error: int = 0
+    extra: Callable[[Context, Outcome], None] | None = None
+
+
+@dataclass
+class Outcome:
+    stats: dict[str, Any]
+    messages: int
+    messages_per_work: dict[str | None, int]
+    resent: int
+    delivered: set[str]
+    lost: set[str]
+    failed_reported: set[str]
+    cursor: str | None
+    works: list[Any]
+
+
+def _api_fault(operation: str, kind: str, times: int) -> Callable[[Context], None]:
+    def inject(ctx: Context) -> None:
+        ctx.stub.fail(operation, times=times, kind=kind)
+
+    return inject
+
+
+def _nothing(_ctx: Context) -> None:
+    return None
+
+
+def _refuse(attempts: int | None) -> Callable[[Context], None]:
+    def inject(ctx: Context) -> None:
+        ctx.proxy.refuse(attempts)
+
+    return inject
+
+
+def _accept_again(ctx: Context) -> None:
+    ctx.proxy.accept()
+
+
+def _cut_after(nbytes: int, skip: int = 0) -> Callable[[Context], None]:
+    def inject(ctx: Context) -> None:
+        ctx.proxy.cut_after(nbytes, skip=skip)
+
+    return inject
+
+
+def _expectations_short(ctx: Context, outcome: Outcome) -> None:
+    # pycti logs a failed addExpectations and carries on: the bundle still goes out
+    calls = ctx.stub.calls_of("addExpectations")
+    assert sum(1 for c in calls if c.outcome != "ok") == 2
+    total = sum(w.expectations for w in outcome.works)
+    assert total < outcome.messages  # the platform under-counts those works
+
+
+def _late_expectations_counted(ctx: Context, outcome: Outcome) -> None:
+    assert [c.outcome for c in ctx.stub.calls_of("addExpectations")].count("late") == 1
+    assert sum(w.expectations for w in outcome.works) == outcome.messages
+
+
+def _closed_twice(ctx: Context, outcome: Outcome) -> None:
+    assert sorted(w.closed_count for w in outcome.works) == [1, 1, 1, 2]
+
+
+def _ping_failures_swallowed(ctx: Context, outcome: Outcome) -> None:
+    pings = [c.outcome for c in ctx.stub.calls_of("PingConnector")]
+    assert pings.count("ok") + pings.count("late") >= 1
+    assert outcome.stats["state_update_errors"] == 0  # pycti's force_ping logs, never raises
+
+
+def _orphan_closed(ctx: Context, outcome: Outcome) -> None:
+    assert ctx.manager is not None
+    assert ctx.manager.counters["orphan_works_closed"] == 1
+    (orphan,) = [w for w in outcome.works if w.in_error]
+    assert orphan.expectations == 0  # nothing was sent in it
+    assert "orphaned" in str(orphan.messages[-1])
+
+
+def _parts_resumed(ctx: Context, outcome: Outcome) -> None:
+    assert ctx.manager is not None
+    assert ctx.manager.counters["oversize_batches"] >= 1
+    assert ctx.manager.counters["parts_skipped_on_retry"] == 1  # part 1 was not sent again
+
+
+def _cursor_held(ctx: Context, outcome: Outcome) -> None:
+    assert ctx.cursors_while_failed, "the batch should have failed for good"
+
+
+def _hold_then_accept(ctx: Context) -> None:
+    _accept_again(ctx)
+
+
+ROWS = [
+    Row(
+        "none",
+        "nothing (baseline)",
+        "4 works, 4 bundles, every work closed",
+        _nothing,
+    ),
+    *[
+        Row(
+            f"{op}-{kind}",
+            f"{label}, twice, on `{op}`",
+            happened,
+            _api_fault(op, kind, 2),
+            retries=retries,
+            extra=extra,
+        )
+        for op, happened, retries, extra in (
+            (
+                "workAdd",
+                "batch 1 retried twice (backoff), then opened its one work",
+                2,
+                None,
+            ),
+            (
+                "addExpectations",
+                "pycti logs the error and sends anyway; the work's expectation count "
+                "is short on the platform",
+                0,
+                _expectations_short,
+            ),
+            (
+                "workToProcessed",
+                "the bundle is not re-sent: only closing the work is retried",
+                2,
+                None,
+            ),
+            (
+                "PingConnector",
+                "pycti's `force_ping` logs the error; the cursor is kept locally and "
+                "reaches the platform with the next ping",
+                0,
+                _ping_failures_swallowed,
+            ),
+        )
+        for kind, label in (("graphql", "GraphQL error"), ("http_500", "HTTP 500"))
+    ],
+    Row(
+        "workAdd-timeout",
+        "API timeout on `workAdd` (the platform creates the work, the answer is late)",
+        "retried; the orphan work whose id never arrived is found by name and closed "
+        'in error ("orphaned")',
+        _api_fault("workAdd", "timeout", 1),
+        timeout=True,
+        retries=1,
+        works=BATCHES + 1,
+        works_in_error=1,
+        extra=_orphan_closed,
+    ),
+    Row(
+        "addExpectations-timeout",
+        "API timeout on `addExpectations`",
+        "pycti logs the timeout and sends; the platform counted the expectation anyway",
+        _api_fault("addExpectations", "timeout", 1),
+        timeout=True,
+        extra=_late_expectations_counted,
+    ),
+    Row(
+        "workToProcessed-timeout",
+        "API timeout on `workToProcessed` (the platform closes the work, the answer is late)",
+        "closing retried (closed twice, harmless); the bundle is not re-sent",
+        _api_fault("workToProcessed", "timeout", 1),
+        timeout=True,
+        retries=1,
+        extra=_closed_twice,
+    ),
+    Row(
+        "PingConnector-timeout",
+        "API timeout on `PingConnector`",
+        "pycti logs the timeout; the platform stored the state anyway",
+        _api_fault("PingConnector", "timeout", 1),
+        timeout=True,
+        extra=_ping_failures_swallowed,
+    ),
+    Row(
+        "broker-cut-split",
+        "broker connection cut mid-send (split mode, after ~12 kB of batch 1's messages)",
+        "pika raises; the batch is re-sent whole in the same work (the objects confirmed "
+        "before the cut arrive twice: harmless upserts)",
+        _cut_after(12_000),
+        retries=1,
+        resent="some",
+    ),
+    Row(
+        "broker-cut-bundle",
+        "broker connection cut mid-send (bundle mode, batches over `max_batch_bytes`: "
+        "cut while sending part 2 of batch 1)",
+        "the retry skips the part already sent and re-sends only the cut part",
+        _cut_after(3_000, skip=1),
+        send_mode="bundle",
+        max_batch_bytes=8_000,
+        retries=1,
+        extra=_parts_resumed,
+    ),
+    Row(
+        "broker-down-briefly",
+        "broker unreachable for 2 connection attempts, then back",
+        "batch 1 retried twice, delivered at the third attempt",
+        _refuse(2),
+        retries=2,
+    ),
+    Row(
+        "broker-down-briefly-bundle",
+        "broker unreachable for 2 connection attempts, then back (bundle mode)",
+        "batch 1 retried twice, delivered at the third attempt, one message per batch",
+        _refuse(2),
+        send_mode="bundle",
+        retries=2,
+    ),
+    Row(
+        "broker-down-long",
+        "broker unreachable longer than the 4 attempts of batch 1, then back",
+        "batch 1 fails for good: work closed in error, items kept as failed, cursor held "
+        "before them; later batches delivered; `retry_failed()` delivers batch 1 in a new work",
+        _refuse(None),
+        on_failure=_hold_then_accept,
+        retries=MAX_RETRIES,
+        failed_batches=1,
+        works=BATCHES + 1,
+        works_in_error=1,
+        extra=_cursor_held,
+    ),
+]
+
+_results: dict[str, str] = {}
+
+
+def _config() -> GenericBatchProcessorConfig:
+    return GenericBatchProcessorConfig(
+        batch_size=BATCH_SIZE,
+        work_name_template="Matrix batch #{batch_num}",
+        state_key=STATE_KEY,
+        entity_type="indicators",
+        display_name="indicators",
+        date_extraction_function=modified_of,
+        exception_class=FeedBatchError,
+        max_retries=MAX_RETRIES,
+        retry_delay=0.05,
+        retry_max_delay=0.2,
+    )
+
+
+def _run(row: Row, ctx: Context) -> tuple[GenericBatchProcessor, list[Any]]:
+    options: dict[str, Any] = {"backpressure": False, "send_mode": row.send_mode}
+    if row.max_batch_bytes is not None:
+        options["max_batch_bytes"] = row.max_batch_bytes
+    ctx.manager = OpenCTIWorkManager(ctx.helper, **options)
+    processor = GenericBatchProcessor(_config(), ctx.manager)
+    feed: list[Any] = [TLP_RED, AUTHOR, *rows(GROUPS)]
+    row.inject(ctx)
+    for item in feed:
+        try:
+            processor.add_item(item)
+        except FeedBatchError:
+            failed = processor.get_failed_items()
+            earliest = min(
+                row_item.modified for row_item in failed if hasattr(row_item, "modified")
+            )
+            ctx.cursors_while_failed.append((ctx.stub.state_dict().get(STATE_KEY), earliest))
+            if row.on_failure is not None:
+                row.on_failure(ctx)
+    processor.flush()
+    processor.update_final_state()
+    if processor.get_failed_items():
+        processor.retry_failed()
+        processor.flush()
+        processor.update_final_state()
+    return processor, feed
+
+
+def _ids_of(item: Any) -> list[str]:
+    if hasattr(item, "to_stix"):
+        return [object_id(member) for member in item.to_stix()]
+    if isinstance(item, list):
+        return [object_id(member) for member in item]
+    return [object_id(item)]
+
+
+def _outcome(ctx: Context, processor: GenericBatchProcessor, feed: list[Any]) -> Outcome:
+    messages = drain_queue(ctx.stub.amqp_url, ctx.stub.push_queue)
+    ctx.stub.report_imported(message.work_id for message in messages)  # the workers' part
+    # a message re-sent: the same objects again in the same work
+    seen: Counter[tuple[str | None, tuple[str, ...]]] = Counter()
+    per_work: Counter[str | None] = Counter()
+    delivered: set[str] = set()
+    for message in messages:
+        ids = tuple(sorted(obj["id"] for obj in message.objects))
+        seen[(message.work_id, ids)] += 1
+        per_work[message.work_id] += 1
+        delivered.update(ids)
+    accepted: set[str] = set()
+    for item in feed:
+        accepted.update(_ids_of(item))
+    failed: set[str] = set()
+    for item in processor.get_failed_items():
+        failed.update(_ids_of(item))
+    return Outcome(
+        stats=processor.get_statistics(),
+        messages=len(messages),
+        messages_per_work=dict(per_work),
+        resent=sum(count - 1 for count in seen.values()),
+        delivered=delivered,
+        lost=accepted - delivered - failed,
+        failed_reported=failed,
+        cursor=ctx.stub.state_dict().get(STATE_KEY),
+        works=ctx.stub.works_list(),
+    )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_matrix() -> Iterator[None]:
+    yield
+    if os.environ.get("CONNECTOR_BATCHING_WRITE_MATRIX") == "1":
+        MATRIX_PATH.write_text(_table(), encoding="utf-8")
+
+
+def _table() -> str:
+    lines = [
+        "# Fault matrix: the pycti path (OpenCTIWorkManager)",
+        "",
+        "Generated by `tests/integration/test_fault_matrix.py` "
+        "(`CONNECTOR_BATCHING_WRITE_MATRIX=1`): a real `pycti.OpenCTIConnectorHelper`, the "
+        "stub OpenCTI API (`tests/integration/stub_opencti.py`) and the real RabbitMQ broker "
+        "behind a TCP proxy that cuts or refuses connections (`tests/integration/tcp_proxy.py`).",
+        "",
+        f"Every row sends the same feed: 32 items (the TLP:RED marking, the author, {GROUPS} "
+        "indicator + URL + relationship groups) in batches of 10: four batches, 92 objects "
+        "(98 messages in split mode, as batches 2 to 4 carry the marking and the author "
+        f"again), with `max_retries={MAX_RETRIES}`, `retry_delay=0.05`. In the timeout rows "
+        f"the helper's API request timeout is {REQUEST_TIMEOUT} s (pycti's default is 300 s) "
+        f"and the stub answers {LATE_ANSWER} s late.",
+        "",
+        "* *Re-sent*: messages that reached the queue twice within one work (the same "
+        "objects again).",
+        "* *Expectations*: the sum the platform recorded for the works. pycti adds them "
+        "before it publishes, so the manager withdraws those of a send the broker broke; a "
+        "failed `addExpectations` is not counted at all.",
+        "* *Works*: the stub completes a work as the platform does, once it is marked "
+        "processed and the messages imported equal its expectations (every message drained "
+        "is reported as imported). No work is left in progress in any row.",
+        "* *Cursor*: the state the platform holds at the end.",
+        "* *Lost*: accepted objects neither delivered nor reported failed.",
+        "",
+        "Every row is a passing test; a row missing here failed or did not run.",
+        "",
+        "| # | Injected | What happened | Retries | Failed batches | Works (in error) | "
+        "Messages | Re-sent | Expectations | Cursor | Lost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for number, row in enumerate(ROWS, start=1):
+        if row.id in _results:
+            lines.append(f"| {number} | {_results[row.id]} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_fault(row: Row, stub: StubOpenCTI, broker_proxy: TcpProxy, make_helper: Any) -> None:
+    ctx = Context(stub=stub, proxy=broker_proxy)
+    stub.fault_delay = LATE_ANSWER
+    stub.realistic_completion = True  # complete = imported messages equal expectations
+    ctx.helper = make_helper()
+    if row.timeout:
+        ctx.helper.api.session_requests_timeout = REQUEST_TIMEOUT
+    processor, feed = _run(row, ctx)
+    outcome = _outcome(ctx, processor, feed)
+    stats = outcome.stats
+
+    # nothing lost, nothing left failed after recovery
+    assert outcome.lost == set()
+    assert outcome.failed_reported == set()
+    assert stats["failed_items_count"] == 0
+    # no work in progress (complete as the platform decides: imports equal expectations)
+    assert [w for w in outcome.works if not w.closed] == []
+    assert len(outcome.works) == row.works
+    assert sum(1 for w in outcome.works if w.in_error) == row.works_in_error
+    assert ctx.manager is not None and ctx.manager.open_works == []
+    # the cursor: held before failed items while they were failed, the latest at the end
+    for cursor, earliest in ctx.cursors_while_failed:
+        assert cursor is None or parse_instant(cursor) < earliest  # type: ignore[operator]
+    latest = format_instant(rows(GROUPS)[-1].modified)
+    assert outcome.cursor == latest
+    assert ctx.manager.get_state(STATE_KEY) == latest
+    # the numbers
+    assert stats["retries"] == row.retries
+    assert stats["failed_batches"] == row.failed_batches
+    assert stats["total_batches_processed"] == BATCHES
+    if row.resent == "none":
+        assert outcome.resent == 0
+    else:
+        assert outcome.resent > 0
+    expectations = sum(w.expectations for w in outcome.works)
+    if row.id.startswith("addExpectations-") and row.id != "addExpectations-timeout":
+        assert expectations < outcome.messages
+    elif row.resent == "none":
+        assert expectations == outcome.messages  # failed sends' expectations withdrawn
+    else:
+        assert expectations <= outcome.messages
+    if row.send_mode == "bundle":
+        assert ctx.manager.counters["messages_sent"] == outcome.messages
+    if row.extra is not None:
+        row.extra(ctx, outcome)
+
+    in_error = sum(1 for w in outcome.works if w.in_error)
+    cursor_note = "latest item" if outcome.cursor == latest else str(outcome.cursor)
+    if ctx.cursors_while_failed:
+        cursor_note += "; held before the failed batch while it was failed"
+    _results[row.id] = " | ".join(
+        [
+            row.injected,
+            row.happened,
+            str(stats["retries"]),
+            str(stats["failed_batches"]),
+            f"{len(outcome.works)} ({in_error})",
+            str(outcome.messages),
+            str(outcome.resent),
+            str(sum(w.expectations for w in outcome.works)),
+            cursor_note,
+            "nothing",
+        ]
+    )
