@@ -97,7 +97,7 @@ def produce(rows: list[Any], manager: Any, in_flight: int) -> float:
     start = time.perf_counter()
     with processor:
         for n, row in enumerate(rows):
-            processor.add_item(converter.group(row, with_shared=n == 0))
+            processor.add_item(converter.group([row], with_shared=n == 0))
     elapsed = time.perf_counter() - start
     stats = processor.get_statistics()
     if stats["total_items_processed"] != len(rows) or stats["failed_items_count"]:
