@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import random
@@ -12,64 +11,18 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
+from connector_batching.batch import Batch, DateSpan, earliest, latest, spans_start
+from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import (
-    CURSOR_STEP,
-    format_instant,
-    parse_instant,
-    utc_now,
-)
+from connector_batching.cursor import format_instant, parse_instant, utc_now
 from connector_batching.dead_letters import DeadLetterStore
+from connector_batching.errors import build_error
 from connector_batching.pipeline import BatchPipeline
 from connector_batching.references import ReferenceCache, complete_references
 from connector_batching.stix import ItemRejected, iter_members, normalize_item
 from connector_batching.work_manager import check_work_manager, supports_error_closing
 
 _LOG = logging.getLogger("connector_batching")
-
-
-def _min(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a <= b else b
-
-
-def _max(a: dt.datetime | None, b: dt.datetime | None) -> dt.datetime | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a if a >= b else b
-
-
-def _span_min(spans: list[Any]) -> dt.datetime | None:
-    dated = [span[0] for span in spans if span is not None]
-    return min(dated) if dated else None
-
-
-def _iso(instant: dt.datetime | None) -> str | None:
-    return None if instant is None else format_instant(instant)
-
-
-DateSpan = tuple[dt.datetime, dt.datetime] | None
-"""An item's (earliest, latest) date: a group's members may differ; None: undated."""
-
-
-class _Batch:
-    """Items cut for delivery, with their dates and the range of those dates."""
-
-    __slots__ = ("dates", "items", "max_date", "min_date", "number", "work_id")
-
-    def __init__(self, number: int, items: list[Any], dates: list[DateSpan]) -> None:
-        self.number = number
-        self.items = items
-        self.dates = dates
-        spans = [span for span in dates if span is not None]
-        self.min_date = min(span[0] for span in spans) if spans else None
-        self.max_date = max(span[1] for span in spans) if spans else None
-        self.work_id: str | None = None
 
 
 class GenericBatchProcessor:
@@ -109,7 +62,7 @@ class GenericBatchProcessor:
         self._lock = threading.RLock()
         self._in_flight: dict[int, dt.datetime | None] = {}  # batch number -> earliest date
         self._max_in_flight = config.max_in_flight_batches
-        self._pipeline: BatchPipeline[_Batch] | None = None
+        self._pipeline: BatchPipeline[Batch] | None = None
         if self._max_in_flight > 0:
             self._pipeline = BatchPipeline(
                 self._deliver, threading.Condition(self._lock), self._max_in_flight
@@ -126,9 +79,7 @@ class GenericBatchProcessor:
         self._batch_num = 0
         # dates
         self._latest: dt.datetime | None = None
-        self._delivered_max: dt.datetime | None = None
-        self._committed: dt.datetime | None = None
-        self._committed_text: str | None = None
+        self._checkpoints = Checkpoint(config.state_key)
         # failures
         self._failed: list[Any] = []
         self._failed_dates: list[DateSpan] = []
@@ -151,7 +102,6 @@ class GenericBatchProcessor:
         self._retries = 0
         self._references_added = 0
         self._references_unresolved = 0
-        self._state_errors = 0
         self._close_errors = 0
         self._hook_errors = 0
         self._first_item_at: float | None = None
@@ -309,8 +259,8 @@ class GenericBatchProcessor:
         return payload, date
 
     def _extract_date(self, extract: Callable[[Any], Any], payload: Any) -> DateSpan:
-        earliest: dt.datetime | None = None
-        latest: dt.datetime | None = None
+        first: dt.datetime | None = None
+        last: dt.datetime | None = None
         for member in iter_members(payload):
             try:
                 date = parse_instant(extract(member))
@@ -318,10 +268,10 @@ class GenericBatchProcessor:
                 with self._lock:
                     self._date_errors += 1
                 continue
-            earliest, latest = _min(earliest, date), _max(latest, date)
-        if earliest is None or latest is None:
+            first, last = earliest(first, date), latest(last, date)
+        if first is None or last is None:
             return None
-        return (earliest, latest)
+        return (first, last)
 
     def _reject(self, reason: str, detail: str) -> None:
         with self._lock:
@@ -396,7 +346,7 @@ class GenericBatchProcessor:
             if self._pipeline is not None:
                 self._pipeline.close()
 
-    def _settle(self, batch: _Batch | None) -> str | None:
+    def _settle(self, batch: Batch | None) -> str | None:
         """Wait for queued batches (pipelined mode) and report their outcome."""
         if self._pipeline is not None:
             self._pipeline.drain()
@@ -418,13 +368,13 @@ class GenericBatchProcessor:
                 pipeline.wait_for_room()
             self._raise_pipeline_error()
 
-    def _process_locked(self) -> _Batch | None:
+    def _process_locked(self) -> Batch | None:
         """Cut the current batch and deliver it (or queue it when pipelined)."""
         if not self._items:
             self._handle_empty_batch()
             return None
         self._batch_num += 1
-        batch = _Batch(self._batch_num, self._items, self._dates)
+        batch = Batch(self._batch_num, self._items, self._dates)
         self._items, self._dates = [], []
         self._batch_min = None
         self._batch_started = None
@@ -443,7 +393,7 @@ class GenericBatchProcessor:
             self._write_cursor(self._final_cursor())
         return None
 
-    def _deliver(self, batch: _Batch) -> str:
+    def _deliver(self, batch: Batch) -> str:
         """Send one batch with retries; book-keeping under the lock, I/O outside it
         when pipelined (in synchronous mode the caller already holds the lock)."""
         config = self.config
@@ -501,7 +451,7 @@ class GenericBatchProcessor:
         ) from error
 
     def _wait_before_retry(
-        self, batch: _Batch, attempt: int, deadline: float | None, exc: Exception
+        self, batch: Batch, attempt: int, deadline: float | None, exc: Exception
     ) -> bool:
         """Sleep the backoff delay before the next attempt; False when none is left."""
         config = self.config
@@ -547,7 +497,7 @@ class GenericBatchProcessor:
         return extra + members if extra else members
 
     def _succeed(
-        self, batch: _Batch, processed: list[Any], objects: list[Any], work_id: str, attempts: int
+        self, batch: Batch, processed: list[Any], objects: list[Any], work_id: str, attempts: int
     ) -> None:
         config = self.config
         self._in_flight.pop(batch.number, None)
@@ -557,7 +507,7 @@ class GenericBatchProcessor:
         self._items_processed += len(batch.items)
         self._items_sent += len(processed)
         self._objects_sent += len(objects)
-        self._delivered_max = _max(self._delivered_max, batch.max_date)
+        self._checkpoints.covered(batch.max_date)
         self._last_delivery_at = self._clock()
         hook = config.postprocessing_function
         if hook is not None:
@@ -574,10 +524,10 @@ class GenericBatchProcessor:
             f"Batch #{batch.number}: {len(processed)} {config.display_name} "
             f"({len(objects)} objects) delivered in work {work_id}"
             f"{f' after {attempts} attempts' if attempts > 1 else ''}; "
-            f"cursor {self._committed_text or 'unchanged'}"
+            f"cursor {self._checkpoints.committed_text or 'unchanged'}"
         )
 
-    def _fail(self, batch: _Batch, work_id: str | None, reason: str) -> None:
+    def _fail(self, batch: Batch, work_id: str | None, reason: str) -> None:
         if work_id is not None:
             self._close_in_error(work_id, reason)
         with self._lock:
@@ -585,7 +535,7 @@ class GenericBatchProcessor:
             self._batches_failed += 1
             self._failed.extend(batch.items)
             self._failed_dates.extend(batch.dates)
-            self._failed_min = _min(self._failed_min, batch.min_date)
+            self._failed_min = earliest(self._failed_min, batch.min_date)
             if self._dead_letters is not None:
                 self._persist_dead_letters(batch, reason)
             self.logger.error(
@@ -594,7 +544,7 @@ class GenericBatchProcessor:
             )
             self._checkpoint()
 
-    def _persist_dead_letters(self, batch: _Batch, reason: str) -> None:
+    def _persist_dead_letters(self, batch: Batch, reason: str) -> None:
         store = self._dead_letters
         assert store is not None
         rows = self._dead_rows
@@ -645,46 +595,22 @@ class GenericBatchProcessor:
     def _error(
         self, message: str, *, batch_number: int | None = None, work_id: str | None = None
     ) -> BaseException:
-        cls = self.config.exception_class
-        builders: tuple[Callable[[], BaseException], ...] = (
-            lambda: cls(message, batch_number=batch_number, work_id=work_id),  # type: ignore[call-arg]
-            lambda: cls(message),
-            lambda: cls(),
+        return build_error(
+            self.config.exception_class, message, batch_number=batch_number, work_id=work_id
         )
-        error: BaseException = Exception(message)
-        for build in builders:
-            try:
-                error = build()
-                break
-            except TypeError:
-                continue
-        for name, value in (("batch_number", batch_number), ("work_id", work_id)):
-            if not hasattr(error, name):
-                with contextlib.suppress(AttributeError):
-                    setattr(error, name, value)
-        return error
 
     # ------------------------------------------------------------------ cursor
 
     def _undelivered_floor(self) -> dt.datetime | None:
         """The earliest date among accepted items not delivered (pending, in flight, failed)."""
-        floor = _min(_min(self._batch_min, self._failed_min), self._dead_floor)
+        floor = earliest(earliest(self._batch_min, self._failed_min), self._dead_floor)
         for in_flight in self._in_flight.values():
-            floor = _min(floor, in_flight)
+            floor = earliest(floor, in_flight)
         return floor
 
     def _safe_cursor(self) -> dt.datetime | None:
         """The furthest cursor that passes no undelivered item's date."""
-        candidate = self._delivered_max
-        floor = self._undelivered_floor()
-        if floor is None:
-            return candidate
-        limit = floor - CURSOR_STEP
-        if candidate is not None and candidate > limit:
-            return limit
-        if candidate is None and self._committed is not None and self._committed > limit:
-            return limit
-        return candidate
+        return self._checkpoints.safe(self._undelivered_floor())
 
     def _has_undelivered(self) -> bool:
         return (
@@ -706,25 +632,7 @@ class GenericBatchProcessor:
         self._write_cursor(self._safe_cursor())
 
     def _write_cursor(self, cursor: dt.datetime | None) -> None:
-        if cursor is None:
-            return
-        text = format_instant(cursor)
-        if text == self._committed_text:
-            return
-        for attempt in (1, 2):  # one immediate retry: a lowered cursor matters
-            try:
-                self.work_manager.update_state(state_key=self.config.state_key, date_str=text)
-                break
-            except Exception as exc:
-                self._state_errors += 1
-                if attempt == 2:
-                    self.logger.warning(
-                        f"Saving cursor {self.config.state_key}={text} failed ({exc!r}); "
-                        "it will be written again at the next checkpoint"
-                    )
-                    return
-        self._committed = cursor
-        self._committed_text = text
+        self._checkpoints.write(self.work_manager, cursor, self.logger)
 
     def update_final_state(self) -> None:
         """Write the cursor: the latest delivered date that passes no undelivered item.
@@ -738,7 +646,7 @@ class GenericBatchProcessor:
                 if self._has_undelivered():
                     self.logger.warning(
                         f"Cursor {self.config.state_key} held at "
-                        f"{self._committed_text or 'its stored value'}: "
+                        f"{self._checkpoints.committed_text or 'its stored value'}: "
                         f"{len(self._items) + len(self._failed)} item(s) are not delivered"
                     )
                 return
@@ -753,8 +661,8 @@ class GenericBatchProcessor:
         if instant is None:
             raise ValueError(f"set_latest_date needs a date, got {date_str!r}")
         with self._lock:
-            self._latest = _max(self._latest, instant)
-            self._delivered_max = _max(self._delivered_max, instant)
+            self._latest = latest(self._latest, instant)
+            self._checkpoints.covered(instant)
 
     # ------------------------------------------------------------------ reading
 
@@ -810,10 +718,10 @@ class GenericBatchProcessor:
                 self._items = head[: self._batch_size]
                 self._dates = head_dates[: self._batch_size]
                 rest, rest_dates = head[self._batch_size :], head_dates[self._batch_size :]
-                self._batch_min = _span_min(self._dates)
+                self._batch_min = spans_start(self._dates)
                 self._process_locked()
                 self._items, self._dates = rest, rest_dates
-                self._batch_min = _span_min(rest_dates)
+                self._batch_min = spans_start(rest_dates)
                 if rest:
                     self._start_batch()
         if self._pipeline is not None:
@@ -833,7 +741,7 @@ class GenericBatchProcessor:
                 "total_items_sent": self._items_sent,
                 "current_batch_size": len(self._items),
                 "failed_items_count": len(self._failed),
-                "latest_date": _iso(self._latest),
+                "latest_date": None if self._latest is None else format_instant(self._latest),
                 "batch_size_limit": self.config.batch_size,
                 "total_items_accepted": self._accepted,
                 "rejected_items": sum(self._rejected.values()),
@@ -844,8 +752,8 @@ class GenericBatchProcessor:
                 "total_objects_sent": self._objects_sent,
                 "reference_objects_added": self._references_added,
                 "unresolved_references": self._references_unresolved,
-                "committed_cursor": self._committed_text,
-                "state_update_errors": self._state_errors,
+                "committed_cursor": self._checkpoints.committed_text,
+                "state_update_errors": self._checkpoints.errors,
                 "work_close_errors": self._close_errors,
                 "hook_errors": self._hook_errors,
                 "dead_letters": (
