@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import re
 import threading
 import time
@@ -96,6 +97,49 @@ _OPEN_WORKS_MAX_PAGES = 40
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
 _MIN_SECRET_LENGTH = 4
+
+
+_KNOWN_SECRETS: set[str] = set()  # registered by every manager of the process
+_STANDARD_RECORD_KEYS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v, secrets) for v in value]
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Removes known secrets from a record: message, arguments, extra fields, traceback.
+
+    Installed by :class:`OpenCTIWorkManager` on the helper's loggers, because
+    pycti's ``logger.error`` attaches the traceback of the exception being
+    handled, whose message may hold what the platform or a proxy echoed back.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = sorted(_KNOWN_SECRETS)
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = str(record.msg)
+        record.msg, record.args = redact(message, secrets), None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, redact(text, secrets)
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text, secrets)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD_RECORD_KEYS and isinstance(value, str | dict | list | tuple):
+                setattr(record, key, _redact_value(value, secrets))
+        return True
+
+
+_REDACTING_FILTER = RedactingFilter()
 
 
 class BundleTooLargeError(ValueError):
@@ -417,6 +461,7 @@ class OpenCTIWorkManager:
         self._sleep = time.sleep
         self._clock = time.monotonic
         self._labels = {"connector_id": str(getattr(helper, "connect_id", "") or "")}
+        self._install_log_redaction()
 
     # -- secrets -------------------------------------------------------------
 
@@ -430,7 +475,22 @@ class OpenCTIWorkManager:
             connection = config.get("connection")
             if isinstance(connection, Mapping):
                 found.append(connection.get("pass"))
-        return [str(value) for value in found if isinstance(value, str) and value]
+        secrets = [v for v in found if isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH]
+        if not _KNOWN_SECRETS.issuperset(secrets):
+            _KNOWN_SECRETS.update(secrets)
+        return secrets
+
+    def _install_log_redaction(self) -> None:
+        """Put :class:`RedactingFilter` on the helper's pycti loggers (once each)."""
+        self._secrets()
+        helper = self.helper
+        owners = [getattr(helper, "connector_logger", None)]
+        for api in (getattr(helper, "api", None), getattr(helper, "api_impersonate", None)):
+            owners += [getattr(api, "app_logger", None), getattr(api, "admin_logger", None)]
+        for owner in owners:
+            target = getattr(owner, "local_logger", None)
+            if isinstance(target, logging.Logger) and _REDACTING_FILTER not in target.filters:
+                target.addFilter(_REDACTING_FILTER)
 
     def _redact(self, text: str) -> str:
         return redact(text, self._secrets())

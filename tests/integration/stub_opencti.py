@@ -180,7 +180,8 @@ class StubOpenCTI:
 
         ``graphql``: a GraphQL error; ``http_500``: an HTTP 500; ``timeout``: the
         platform does the work but answers only after ``fault_delay`` seconds
-        (set the client's request timeout below it).
+        (set the client's request timeout below it); ``echo``: an HTTP 502 whose body
+        echoes the request headers, token included (as some proxies' error pages do).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}")
@@ -244,13 +245,19 @@ class StubOpenCTI:
 
     # -- request handling --------------------------------------------------------
 
-    def handle(self, query: str, variables: dict[str, Any]) -> tuple[int, dict[str, Any] | str]:
+    def handle(
+        self, query: str, variables: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any] | str]:
         match = _OPERATION.match(query)
         operation = match.group(1) if match else "anonymous"
         delay = self.latency + self.operation_latency.get(operation, 0.0)
         with self._lock:
             faults = self._faults.get(operation)
             fault = faults.pop(0) if faults else None
+            if fault == "echo":
+                self.calls.append(Call(operation, variables, "echo"))
+                echoed = "; ".join(f"{k}: {v}" for k, v in (headers or {}).items())
+                return 502, f"Bad gateway for {operation}. Request headers: {echoed}"
         if delay > 0:
             time.sleep(delay)
         status, body = self._answer(operation, variables, fault)
@@ -448,7 +455,7 @@ class StubOpenCTI:
         return {"deleteConnector": variables["id"]}
 
 
-FAULT_KINDS = ("graphql", "http_500", "timeout")
+FAULT_KINDS = ("graphql", "http_500", "timeout", "echo")
 
 
 def _now() -> str:
@@ -518,7 +525,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, "invalid JSON")
             return
         variables = request.get("variables") or {}
-        status, body = self.owner.handle(request.get("query", ""), variables)
+        status, body = self.owner.handle(
+            request.get("query", ""), variables, headers=dict(self.headers.items())
+        )
         self._reply(status, body)
 
 
