@@ -115,6 +115,7 @@ def _compare(
     note: str = "",
     after: Callable[[], object] | None = None,
 ) -> Row:
+    """Best of ``repeat`` rounds, each timing synchronous then pipelined once."""
     best = {0: float("inf"), IN_FLIGHT: float("inf")}
     for _ in range(repeat):
         for in_flight in (0, IN_FLIGHT):
@@ -149,9 +150,9 @@ def run(
     repeat: int | None = None,
 ) -> list[Row]:
     """Pipelined vs synchronous: bundle mode and split mode via pycti, and broker-free."""
-    count = rows or (1_500 if quick else 5_000)
+    count = rows or (1_500 if quick else 4_000)
     split_count = split_rows or (500 if quick else 1_000)
-    reps = repeat or (1 if quick else 2)
+    reps = repeat or (1 if quick else 4)
     data = feed_rows(count)
     out: list[Row] = []
     problem = broker_problem()

@@ -76,7 +76,6 @@ def opencti_platform(latency: float = 0.0) -> Iterator[Platform]:
     from tests.integration.conftest import helper_config
     from tests.integration.stub_opencti import StubOpenCTI
 
-    _no_nagle_stub()
     stub = StubOpenCTI(amqp_url()).start()
     saved_hook = sys.excepthook
     helper: Any = None
@@ -100,22 +99,6 @@ def opencti_platform(latency: float = 0.0) -> Iterator[Platform]:
         sys.excepthook = saved_hook
         stub.latency = 0.0
         stub.stop()
-
-
-def _no_nagle_stub() -> None:
-    """Answer without the 40 ms Nagle / delayed-ACK stall on every API call.
-
-    The stub writes a response's headers and body in two writes; with Nagle's
-    algorithm on, the body waits for the client's delayed ACK, so each GraphQL
-    call costs ~44 ms instead of ~1.5 ms — far more than a real platform on
-    loopback, and it would swamp every figure.  ``TCP_NODELAY`` on the stub's
-    connections (the standard ``StreamRequestHandler`` switch) removes it; a
-    no-op once the stub sets it itself.  Deliberate latency is injected with
-    ``StubOpenCTI.latency`` instead.
-    """
-    from tests.integration import stub_opencti
-
-    stub_opencti._Handler.disable_nagle_algorithm = True
 
 
 def _quiet_pycti() -> None:
