@@ -243,7 +243,7 @@ def _checked_send_options(options: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"OpenCTIWorkManager: unknown option(s) {', '.join(unknown)}; manager options are "
             "send_mode, max_batch_bytes, backpressure, queue_threshold_mb, "
-            "queue_check_interval, max_backpressure_wait, refresh_state; "
+            "queue_check_interval, max_backpressure_wait, refresh_state, api_timeout; "
             f"send_stix2_bundle keywords are {', '.join(sorted(SEND_OPTIONS))}"
         )
     send = dict(options)
@@ -395,7 +395,10 @@ class OpenCTIWorkManager:
       of waiting, log a warning and send anyway;
     * ``refresh_state`` (``True``): ``get_state`` first adopts the state stored
       on the platform when it differs from the helper's copy (an operator reset
-      it between runs).
+      it between runs);
+    * ``api_timeout`` (``None``: pycti's 300 s): seconds before a platform API
+      request of the helper gives up (set on ``helper.api``, so it also applies
+      to the helper's own calls such as its pings).
 
     Every other keyword is passed to ``helper.send_stix2_bundle`` (``update``,
     ``cleanup_inconsistent_bundle`` — off unless set —, ``entities_types``, …).
@@ -412,6 +415,7 @@ class OpenCTIWorkManager:
         queue_check_interval: float = 10.0,
         max_backpressure_wait: float | None = None,
         refresh_state: bool = True,
+        api_timeout: float | None = None,
         **options: Any,
     ) -> None:
         if queue_check_interval < 0:
@@ -422,6 +426,15 @@ class OpenCTIWorkManager:
             raise ValueError("queue_threshold_mb must be None or > 0 (MB)")
         if "work_id" in options:
             raise ValueError("OpenCTIWorkManager: work_id is set per batch, not as an option")
+        if api_timeout is not None and (
+            isinstance(api_timeout, bool)
+            or not isinstance(api_timeout, int | float)
+            or not api_timeout > 0
+        ):
+            raise ValueError(
+                f"OpenCTIWorkManager: api_timeout must be None or a number of seconds > 0, "
+                f"not {api_timeout!r}"
+            )
         self.helper = helper
         self.send_options = _checked_send_options(options)
         self.max_batch_bytes = _checked_send_mode(
@@ -435,6 +448,11 @@ class OpenCTIWorkManager:
         self.queue_check_interval = max(queue_check_interval, _MIN_CHECK_INTERVAL)
         self.max_backpressure_wait = max_backpressure_wait
         self.refresh_state = refresh_state
+        self.api_timeout = api_timeout
+        if api_timeout is not None:
+            for api in (getattr(helper, "api", None), getattr(helper, "api_impersonate", None)):
+                if api is not None:
+                    api.session_requests_timeout = api_timeout
         self._lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._queue_lock = threading.Lock()

@@ -228,6 +228,8 @@ def test_split_bundle_parts_are_deterministic_complete_and_bounded() -> None:
         ({"send_mode": "bundle", "max_batch_bytes": True}, "must be an int"),
         ({"send_mode": "bundle", "no_split": False}, "no_split=True"),
         ({"send_mod": "bundle"}, "unknown option"),
+        ({"api_timeout": 0}, "api_timeout must be"),
+        ({"api_timeout": "30"}, "api_timeout must be"),
     ],
 )
 def test_send_mode_options_are_validated(options: dict[str, Any], message: str) -> None:

@@ -44,7 +44,7 @@ GROUPS = 30
 BATCH_SIZE = 10
 BATCHES = 4  # 32 items (marking, author, 30 groups) in batches of 10
 MAX_RETRIES = 3
-REQUEST_TIMEOUT = 0.3  # the helper's API request timeout in the timeout rows (pycti: 300 s)
+REQUEST_TIMEOUT = 0.3  # api_timeout in the timeout rows (pycti's default: 300 s)
 LATE_ANSWER = 0.8  # how late the stub answers in those rows
 MATRIX_PATH = Path(__file__).resolve().parents[2] / "docs" / "fault_matrix_opencti.md"
 
@@ -322,6 +322,8 @@ def _config() -> GenericBatchProcessorConfig:
 
 def _run(row: Row, ctx: Context) -> tuple[GenericBatchProcessor, list[Any]]:
     options: dict[str, Any] = {"backpressure": False, "send_mode": row.send_mode}
+    if row.timeout:
+        options["api_timeout"] = REQUEST_TIMEOUT
     if row.max_batch_bytes is not None:
         options["max_batch_bytes"] = row.max_batch_bytes
     ctx.manager = OpenCTIWorkManager(ctx.helper, **options)
@@ -407,7 +409,7 @@ def _table() -> str:
         "indicator + URL + relationship groups) in batches of 10: four batches, 92 objects "
         "(98 messages in split mode, as batches 2 to 4 carry the marking and the author "
         f"again), with `max_retries={MAX_RETRIES}`, `retry_delay=0.05`. In the timeout rows "
-        f"the helper's API request timeout is {REQUEST_TIMEOUT} s (pycti's default is 300 s) "
+        f"the manager's `api_timeout` is {REQUEST_TIMEOUT} s (pycti's default is 300 s) "
         f"and the stub answers {LATE_ANSWER} s late.",
         "",
         "* *Re-sent*: messages that reached the queue twice within one work (the same "
@@ -440,8 +442,6 @@ def test_fault(row: Row, stub: StubOpenCTI, broker_proxy: TcpProxy, make_helper:
     stub.fault_delay = LATE_ANSWER
     stub.realistic_completion = True  # complete = imported messages equal expectations
     ctx.helper = make_helper()
-    if row.timeout:
-        ctx.helper.api.session_requests_timeout = REQUEST_TIMEOUT
     processor, feed = _run(row, ctx)
     outcome = _outcome(ctx, processor, feed)
     stats = outcome.stats
