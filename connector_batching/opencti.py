@@ -725,9 +725,10 @@ class OpenCTIWorkManager:
             with self._lock:
                 self.counters["parts_skipped_on_retry"] += done
         platform_id = self._platform_id(work_id)
+        messages = 0
         for index in range(done, len(bundles)):
             try:
-                self.helper.send_stix2_bundle(
+                sent = self.helper.send_stix2_bundle(
                     bundles[index], work_id=platform_id, **self.send_options
                 )
             except Exception as exc:
@@ -742,11 +743,13 @@ class OpenCTIWorkManager:
                 if cleaned is exc:
                     raise
                 raise cleaned from None
+            # pycti returns the bundles it published: one per message
+            published = len(sent) if isinstance(sent, list) else 1
+            messages += published
             with self._lock:
                 self._parts_done[work_id] = (fingerprint, index + 1)
                 self.counters["bundles_sent"] += 1
-                if self.send_mode == "bundle":
-                    self.counters["messages_sent"] += 1
+                self.counters["messages_sent"] += published
         self._pycti_metric("record_send", count)
         self._metrics.objects_sent.labels(**self._labels).inc(count)
         self._log(
@@ -757,7 +760,7 @@ class OpenCTIWorkManager:
                 "objects": count,
                 "attempt": attempt,
                 "send_mode": self.send_mode,
-                "messages": len(bundles) if self.send_mode == "bundle" else count,
+                "messages": messages,
             },
         )
 
