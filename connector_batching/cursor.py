@@ -37,6 +37,14 @@ def parse_instant(value: Any) -> dt.datetime | None:
     if isinstance(value, int | float):
         return _from_epoch(float(value))
     if isinstance(value, str):
+        try:  # the common case, ~10x faster than python-dateutil
+            parsed = dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is None:
+                return parsed.replace(tzinfo=_UTC)
+            return parsed.astimezone(_UTC)
         text = value.strip()
         if not text:
             return None

@@ -71,6 +71,7 @@ class GenericBatchProcessor:
         self._clock: Callable[[], float] = time.monotonic
         self._random = random.Random()
         self._references = ReferenceCache(config.reference_cache_size)
+        self._groups_seen = False  # set once a group (a list payload) was accepted
         # current batch
         self._items: list[Any] = []
         self._dates: list[DateSpan] = []
@@ -242,6 +243,8 @@ class GenericBatchProcessor:
         except ItemRejected as exc:
             self._reject(exc.reason, str(exc))
             return None
+        if type(payload) is list:
+            self._groups_seen = True
         validate = config.validation_function
         if validate is not None:
             try:
@@ -484,12 +487,15 @@ class GenericBatchProcessor:
         return items if result is None else list(result)
 
     def _bundle_objects(self, processed: list[Any]) -> list[Any]:
-        members: list[Any] = []
-        for payload in processed:
-            if type(payload) is list:
-                members.extend(payload)
-            else:
-                members.append(payload)
+        if self._groups_seen or self.config.preprocessing_function is not None:
+            members: list[Any] = []
+            for payload in processed:
+                if type(payload) is list:
+                    members.extend(payload)
+                else:
+                    members.append(payload)
+        else:
+            members = list(processed)
         with self._lock:  # the reference cache is shared by every delivering thread
             extra, unresolved = complete_references(members, self._references)
             self._references_added += len(extra)
@@ -706,6 +712,8 @@ class GenericBatchProcessor:
             if not payloads:
                 return 0
             # Ahead of anything already waiting in the current batch.
+            if any(type(p) is list for p in payloads):
+                self._groups_seen = True
             self._items[:0] = payloads
             self._dates[:0] = spans
             if len(self._items) == len(payloads):

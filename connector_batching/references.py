@@ -19,6 +19,8 @@ _MAX_DEPTH = 4  # references of references (an identity's marking, …)
 
 # key -> 0 (not a reference), 1 (`*_ref`), 2 (`*_refs`), 3 (granular_markings)
 _KEY_KINDS: dict[str, int] = {}
+# keys known not to be references (bounded): most objects are skipped in one set test
+_PLAIN_KEYS: set[str] = set()
 
 
 def _key_kind(key: str) -> int:
@@ -109,31 +111,50 @@ class ReferenceCache:
         return found
 
 
+def _dict_references(obj: Any, wanted: set[str]) -> None:
+    """``add_references`` for a mapping, skipping objects made only of known plain keys."""
+    keys = obj.keys()
+    plain = _PLAIN_KEYS
+    if keys <= plain:
+        return
+    for key in keys - plain:
+        kind = _key_kind(key)
+        if kind:
+            _collect(obj[key], kind, wanted)
+        elif len(plain) < 10_000:
+            plain.add(key)
+
+
 def complete_references(members: list[Any], cache: ReferenceCache) -> tuple[list[Any], int]:
     """Remember ``members`` and return the referenced objects they lack.
 
     Returns (objects found in ``cache`` that ``members`` reference but do not
     contain, followed a few levels deep; the number of references not found).
     """
-    present: set[str] = set()
-    wanted: set[str] = set()
-    kinds = _KEY_KINDS
-    young = cache._young if cache._size else {}
-    for obj in members:
-        if type(obj) is dict:
-            oid, kind = obj["id"], obj["type"]
-            present.add(oid)
+    try:  # STIX dicts and stix2 objects: bulk operations
+        ids = [obj["id"] for obj in members]
+        kinds = [obj["type"] for obj in members]
+    except (KeyError, TypeError, AttributeError):
+        return _complete_one_by_one(members, cache)
+    present = set(ids)
+    if cache._size:
+        cache._young.update(zip(ids, members, strict=True))
+    if not PINNED_TYPES.isdisjoint(kinds):
+        for oid, kind, obj in zip(ids, kinds, members, strict=True):
             if kind in PINNED_TYPES:
                 cache.remember(oid, kind, obj)
-            else:
-                young[oid] = obj
-            for key in obj:
-                key_kind = kinds.get(key)
-                if key_kind is None:
-                    key_kind = _key_kind(key)
-                if key_kind:
-                    _collect(obj[key], key_kind, wanted)
-            continue
+    wanted: set[str] = set()
+    for obj in members:
+        _dict_references(obj, wanted)
+    if cache._size:
+        cache.rotate()
+    return _follow(wanted - present, present, cache)
+
+
+def _complete_one_by_one(members: list[Any], cache: ReferenceCache) -> tuple[list[Any], int]:
+    present: set[str] = set()
+    wanted: set[str] = set()
+    for obj in members:
         try:
             oid, kind = object_id(obj), object_type(obj)
         except (KeyError, AttributeError, TypeError):
@@ -143,7 +164,11 @@ def complete_references(members: list[Any], cache: ReferenceCache) -> tuple[list
         add_references(obj, wanted)
     if cache._size:
         cache.rotate()
-    wanted -= present
+    return _follow(wanted - present, present, cache)
+
+
+def _follow(wanted: set[str], present: set[str], cache: ReferenceCache) -> tuple[list[Any], int]:
+    """Look ``wanted`` ids up, then the references of what was found, a few levels deep."""
     added: list[Any] = []
     unresolved = 0
     depth = 0
