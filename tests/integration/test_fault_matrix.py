@@ -44,8 +44,8 @@ GROUPS = 30
 BATCH_SIZE = 10
 BATCHES = 4  # 32 items (marking, author, 30 groups) in batches of 10
 MAX_RETRIES = 3
-REQUEST_TIMEOUT = 0.3  # api_timeout in the timeout rows (pycti's default: 300 s)
-LATE_ANSWER = 0.8  # how late the stub answers in those rows
+REQUEST_TIMEOUT = 0.6  # api_timeout in the timeout rows (pycti's default: 300 s)
+LATE_ANSWER = 1.2  # how late the stub answers in those rows
 MATRIX_PATH = Path(__file__).resolve().parents[2] / "docs" / "fault_matrix_opencti.md"
 
 
