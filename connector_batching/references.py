@@ -144,7 +144,8 @@ def complete_references(members: list[Any], cache: ReferenceCache) -> tuple[list
             if kind in PINNED_TYPES:
                 cache.remember(oid, kind, obj)
     wanted: set[str] = set()
-    for obj in members:
+    plain = _PLAIN_KEYS
+    for obj in [obj for obj in members if not obj.keys() <= plain]:
         _dict_references(obj, wanted)
     if cache._size:
         cache.rotate()
