@@ -14,6 +14,8 @@ from typing import Any
 
 import pika
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.opencti import (
@@ -235,3 +237,45 @@ def test_split_bundle_parts_are_deterministic_complete_and_bounded() -> None:
 def test_send_mode_options_are_validated(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         OpenCTIWorkManager(object(), **options)
+
+
+@st.composite
+def _object_graphs(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Objects with random sizes referencing random earlier or later objects."""
+    count = draw(st.integers(min_value=1, max_value=30))
+    ids = [f"indicator--00000000-0000-4000-8000-{n:012d}" for n in range(count)]
+    objects = []
+    for n, obj_id in enumerate(ids):
+        refs = draw(st.lists(st.sampled_from(ids), max_size=3, unique=True))
+        obj: dict[str, Any] = {
+            "type": "indicator",
+            "id": obj_id,
+            "name": "é" * draw(st.integers(min_value=0, max_value=400)),  # multi-byte UTF-8
+            "object_refs": [r for r in refs if r != obj_id],
+        }
+        if n and draw(st.booleans()):
+            obj["created_by_ref"] = ids[draw(st.integers(min_value=0, max_value=n - 1))]
+        objects.append(obj)
+    return objects
+
+
+@settings(max_examples=150, deadline=None)
+@given(objects=_object_graphs(), limit=st.integers(min_value=1_024, max_value=20_000))
+def test_split_bundle_property(objects: list[dict[str, Any]], limit: int) -> None:
+    from connector_batching.opencti import BundleTooLargeError
+
+    known = {o["id"] for o in objects}
+    try:
+        parts = split_bundle(objects, limit)
+    except BundleTooLargeError as exc:
+        assert f"max_batch_bytes={limit}" in str(exc)
+        return
+    seen: set[str] = set()
+    for part in parts:
+        assert len(part.encode("utf-8")) <= limit
+        message = PushedMessage(envelope={}, bundle=json.loads(part))
+        assert missing_references(message, known) == set()
+        order = [o["id"] for o in message.objects]
+        assert order == sorted(order)  # the batch's order is kept
+        seen.update(order)
+    assert seen == known
