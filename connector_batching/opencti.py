@@ -143,7 +143,12 @@ _REDACTING_FILTER = RedactingFilter()
 
 
 class BundleTooLargeError(ValueError):
-    """One object with the objects it references is larger than ``max_batch_bytes``."""
+    """One object with the objects it references is larger than ``max_batch_bytes``.
+
+    Retrying cannot help: ``retryable`` is false.
+    """
+
+    retryable = False
 
 
 class RedactedError(RuntimeError):
