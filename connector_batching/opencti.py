@@ -362,6 +362,15 @@ def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8"))
 
 
+def _state_from(raw: object) -> dict[str, Any] | None:
+    """The connector state in a platform answer (a JSON string); ``None`` when empty.
+
+    Raises ``ValueError`` when it is not JSON.
+    """
+    value = json.loads(raw) if isinstance(raw, str) and raw.strip() else None
+    return value if isinstance(value, dict) and value else None
+
+
 def _is_broker_error(exc: BaseException) -> bool:
     """Whether ``exc`` came from pika (so pycti had already added the expectations)."""
     return type(exc).__module__.startswith("pika")
@@ -477,6 +486,7 @@ class OpenCTIWorkManager:
                 "interrupted_works_closed",
                 "expectations_withdrawn",
                 "state_refreshes",
+                "state_resets_seen",
             ),
             0,
         )
@@ -994,14 +1004,29 @@ class OpenCTIWorkManager:
     # -- state -------------------------------------------------------------------
 
     def update_state(self, state_key: str, date_str: str) -> None:
-        """Store ``date_str`` under ``state_key`` (other keys kept), then ping it to OpenCTI."""
+        """Store ``date_str`` under ``state_key`` (other keys kept), then ping it to OpenCTI.
+
+        The ping is the helper's (``helper.api.connector.ping``), done here so that
+        its outcome is known: a failure raises (the local state keeps the cursor
+        and pycti's ping thread sends it later), and when the platform answers
+        another state — an operator reset it since the last ping — that state is
+        adopted with this cursor added, instead of being overwritten by the stale
+        local copy (what pycti's ``force_ping`` does).
+        """
         with self._state_lock:
             current = self.helper.get_state()
             state = dict(current) if isinstance(current, Mapping) else {}
             state[state_key] = date_str
             self.helper.set_state(state)
-            self.helper.force_ping()
+            reset = self._ping_state(state, state_key, date_str)
         self._log("info", "Cursor saved", {"state_key": state_key, "cursor": date_str})
+        if reset:
+            self._log(
+                "warning",
+                "The connector state was reset on the platform during the run: the reset "
+                "state is kept, with this cursor",
+                {"state_key": state_key, "cursor": date_str},
+            )
         try:
             instant = parse_instant(date_str)
         except InvalidDate:
@@ -1009,6 +1034,37 @@ class OpenCTIWorkManager:
         if instant is not None:
             lag = (utc_now() - instant).total_seconds()
             self._metrics.cursor_lag.labels(**self._labels, state_key=state_key).set(lag)
+
+    def _ping_state(self, state: dict[str, Any], state_key: str, date_str: str) -> bool:
+        """Ping ``state`` to the platform; True when it answered a reset state instead."""
+        ping = getattr(getattr(getattr(self.helper, "api", None), "connector", None), "ping", None)
+        if not callable(ping):  # a helper without pycti's API client
+            self.helper.force_ping()
+            return False
+        connector_id = getattr(self.helper, "connector_id", None) or self.helper.connect_id
+        info = getattr(getattr(self.helper, "connector_info", None), "all_details", None)
+        try:
+            answer = ping(connector_id, state, info or {})
+            remote = _state_from(answer.get("connector_state") if answer else None)
+            if remote == state:
+                return False
+            adopted = dict(remote or {})
+            adopted[state_key] = date_str
+            self.helper.set_state(adopted)
+            ping(connector_id, adopted, info or {})
+        except Exception as exc:
+            cleaned = self._fail(
+                exc,
+                "Cannot ping the cursor to the platform (kept locally; the helper's ping "
+                "thread sends it later)",
+                {"state_key": state_key, "cursor": date_str},
+            )
+            if cleaned is exc:
+                raise
+            raise cleaned from None
+        with self._lock:
+            self.counters["state_resets_seen"] += 1
+        return True
 
     def sync_state(self) -> bool:
         """Adopt the state stored on the platform when it differs from the helper's copy.
@@ -1030,13 +1086,10 @@ class OpenCTIWorkManager:
             return False
         if not isinstance(details, Mapping) or "connector_state" not in details:
             return False
-        raw = details["connector_state"]
         try:
-            remote = json.loads(raw) if isinstance(raw, str) and raw.strip() else None
+            remote = _state_from(details["connector_state"])
         except ValueError:
             return False
-        if not isinstance(remote, dict) or not remote:
-            remote = None
         with self._state_lock:
             local = self.helper.get_state()
             if (local or None) == remote:

@@ -158,3 +158,24 @@ def test_a_state_reset_between_runs_is_used_by_a_long_lived_process(
     assert isinstance(manager, OpenCTIWorkManager)
     assert manager.counters["state_refreshes"] == 1
     assert stub.state_dict() == {STATE_KEY: "2026-01-01T00:29:00Z"}
+
+
+def test_a_state_reset_during_a_run_is_kept_not_overwritten(
+    stub: StubOpenCTI, make_helper: Any
+) -> None:
+    stub.state = json.dumps({"feed_etag": "abc"})
+    helper = make_helper()
+    manager = OpenCTIWorkManager(helper, backpressure=False)
+    manager.update_state("cursor", "2026-01-01T00:00:00Z")
+    assert stub.state_dict() == {"feed_etag": "abc", "cursor": "2026-01-01T00:00:00Z"}
+
+    # the operator resets the state; the next ping to reach the platform is our save
+    stub.reset_state({"feed_etag": "reset"})
+    manager.update_state("cursor", "2026-01-02T00:00:00Z")
+    expected = {"feed_etag": "reset", "cursor": "2026-01-02T00:00:00Z"}
+    assert stub.state_dict() == expected  # pycti's force_ping would restore "abc"
+    assert helper.get_state() == expected  # and the helper's copy follows
+    assert manager.counters["state_resets_seen"] == 1
+    manager.update_state("cursor", "2026-01-03T00:00:00Z")
+    assert stub.state_dict()["feed_etag"] == "reset"
+    assert manager.counters["state_resets_seen"] == 1
