@@ -6,6 +6,12 @@ atomically (temporary file in the same directory, ``fsync``, ``os.replace``),
 so a crash never leaves a half-written bundle.  Works and state keys live in
 ``state.db`` (SQLite, WAL journal, one transaction per write).  The bundle files
 can be imported into OpenCTI as they are (Data → Import).
+
+Opening a directory also repairs what a killed process left behind: temporary
+files of a bundle being written are removed, and works still ``in_progress``
+(a process killed between opening a work and closing it) are closed with
+status ``error`` and the message ``"interrupted"`` (see
+:meth:`LocalWorkManager.close_interrupted_works`).
 """
 
 from __future__ import annotations
@@ -116,11 +122,18 @@ class LocalWorkManager:
     """A work manager writing one STIX 2.1 bundle file per batch under ``directory``.
 
     Thread-safe; use it as a context manager or call :meth:`close` when done.
-    Opening removes temporary files a crash left behind, so one directory is
-    meant for one process at a time.
+    Opening removes temporary files a crash left behind and, unless
+    ``close_interrupted`` is false, closes the works a killed process left in
+    progress (:meth:`close_interrupted_works`), so one directory is meant for
+    one process at a time.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    #: Message of the works closed by :meth:`close_interrupted_works`.
+    INTERRUPTED = "interrupted"
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, close_interrupted: bool = True
+    ) -> None:
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -138,6 +151,27 @@ class LocalWorkManager:
                 if statement.strip():
                     db.execute(statement)
         self.stale_files_removed = self._remove_stale_temp_files()
+        #: Works found in progress and closed as interrupted when the directory was opened.
+        self.interrupted_works_closed = self.close_interrupted_works() if close_interrupted else 0
+
+    def close_interrupted_works(self, message: str = INTERRUPTED) -> int:
+        """Close, with status ``error`` and ``message``, every work still in progress.
+
+        Such works belong to a process that was killed between opening a work
+        and closing it (its batch was not delivered, or delivered without its
+        record: either way the cursor did not move past it, so the next run
+        sends those rows again in a new work).  Called when the directory is
+        opened; call it yourself only when no other process uses the directory.
+        Returns how many works were closed.
+        """
+        now = _iso(_now())
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE works SET status = 'error', error_message = ?, updated_at = ?,"
+                " completed_at = ? WHERE status = 'in_progress'",
+                (message, now, now),
+            )
+            return int(cursor.rowcount or 0)
 
     def _remove_stale_temp_files(self) -> int:
         """Delete temporary files a crash left mid-write (never valid bundles)."""

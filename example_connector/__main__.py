@@ -7,6 +7,10 @@ summary table and exits.  ``URLHAUS_IMPORT_OFFLINE=true`` (a deployment without
 a platform) runs offline into ``URLHAUS_OFFLINE_DIRECTORY`` on the same schedule.
 SIGTERM / Ctrl-C stop reading, flush the current batch, save the cursor, close
 the works and exit 0.
+
+Dead letters are always on: offline in ``DIR/dead_letters.db``, online in
+``URLHAUS_DEAD_LETTER_PATH``.  Log records are scrubbed of the token and of
+the secret parts of the feed and platform URLs (:mod:`example_connector.redaction`).
 """
 
 from __future__ import annotations
@@ -20,9 +24,13 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TextIO
 
+from example_connector import redaction
 from example_connector.client import FeedError
 from example_connector.connector import URLhausConnector
 from example_connector.settings import Settings, SettingsError, load_settings
+
+#: File name of the dead-letter store inside an offline directory.
+DEAD_LETTERS_FILE = "dead_letters.db"
 
 log = logging.getLogger("example_connector")
 
@@ -148,8 +156,19 @@ def run_offline(settings: Settings, directory: str, *, period: float = 0) -> int
     """
     from connector_batching.local import LocalWorkManager
 
-    with LocalWorkManager(directory) as manager:
-        connector = URLhausConnector(settings, work_manager=manager, logger=log)
+    with LocalWorkManager(directory) as manager:  # closes works a killed run left open
+        if manager.interrupted_works_closed:
+            log.warning(
+                "closed %d works an interrupted run left in progress (status error, "
+                "'interrupted'); their rows are sent again",
+                manager.interrupted_works_closed,
+            )
+        connector = URLhausConnector(
+            settings,
+            work_manager=manager,
+            logger=log,
+            dead_letter_path=manager.directory / DEAD_LETTERS_FILE,
+        )
         previous = _install_stop_handlers(connector, exit_when_idle=False)
         try:
             while True:
@@ -180,6 +199,7 @@ def _offline_run(connector: URLhausConnector, manager: Any, directory: str) -> i
 def run_online(settings: Settings) -> int:
     """Register with OpenCTI and run on pycti's scheduler (``CONNECTOR_DURATION_PERIOD``)."""
     settings.require_online()
+    _check_dead_letter_path(settings.urlhaus.dead_letter_path)
     from pycti import OpenCTIConnectorHelper
 
     helper = OpenCTIConnectorHelper(settings.pycti_config())
@@ -187,6 +207,21 @@ def run_online(settings: Settings) -> int:
     _install_stop_handlers(connector, exit_when_idle=True)
     helper.schedule_iso(connector.process, settings.connector.duration_period)
     return 1 if connector.failed else 0
+
+
+def _check_dead_letter_path(path: str) -> None:
+    """Fail at start, not at the first failed batch, when the store cannot be written."""
+    import sqlite3
+
+    from connector_batching.dead_letters import DeadLetterStore
+
+    try:
+        DeadLetterStore(path).close()
+    except (OSError, sqlite3.Error) as exc:
+        raise SettingsError(
+            "invalid connector configuration:\n  URLHAUS_DEAD_LETTER_PATH "
+            f"(urlhaus.dead_letter_path): cannot open {path!r} ({exc})"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    redaction.install(redaction.settings_secrets(settings))
     if directory is not None:
         return run_offline(settings, directory, period=period)
     try:

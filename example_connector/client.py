@@ -24,7 +24,18 @@ import requests  # type: ignore[import-untyped,unused-ignore]
 from requests.adapters import HTTPAdapter  # type: ignore[import-untyped,unused-ignore]
 from urllib3.util.retry import Retry
 
-__all__ = ["COLUMNS", "FeedError", "FeedReader", "FeedRow", "FeedStats", "parse_row"]
+__all__ = [
+    "COLUMNS",
+    "EARLIEST_DATE",
+    "FeedError",
+    "FeedReader",
+    "FeedRow",
+    "FeedStats",
+    "parse_row",
+    "redact_url",
+    "scrub",
+    "secret_fragments",
+]
 
 COLUMNS = (
     "id",
@@ -40,6 +51,9 @@ COLUMNS = (
 URL_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "tftp", "ws", "wss"})
 #: How many bad rows are logged one by one before only the counters grow.
 LOGGED_BAD_ROWS = 20
+#: Rows dated before this are rejected (``past_date``): no URL was listed before 1970,
+#: and such dates are where naive epoch arithmetic breaks.
+EARLIEST_DATE = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +134,11 @@ def parse_row(line_number: int, fields: list[str], *, max_url_length: int = 4096
         raise RowError("empty_id", "the id column is empty")
     try:
         dateadded = _parse_time(added)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # overflow: year 1 or 9999 with an offset
         raise RowError("bad_date", f"dateadded {added[:40]!r} is not a date") from exc
     last_seen: dt.datetime | None = None
     if last_online.strip():
-        with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError, OverflowError):
             last_seen = _parse_time(last_online)
     tag_list: list[str] = []
     for tag in tags.split(","):
@@ -143,6 +157,38 @@ def parse_row(line_number: int, fields: list[str], *, max_url_length: int = 4096
         urlhaus_link=link.strip() or f"https://urlhaus.abuse.ch/url/{row_id}/",
         reporter=reporter.strip(),
     )
+
+
+def secret_fragments(source: str) -> list[str]:
+    """The parts of ``source`` that may be secret, longest first (for :func:`scrub`).
+
+    For a URL: the whole URL, its user info, password and user name, its path
+    and query (an access key often travels in either) and each query value.
+    Fragments shorter than 4 characters are left out (they would mangle
+    unrelated text and are not worth hiding).  Nothing for a local path.
+    """
+    parts = urlsplit(source)
+    if not parts.scheme or len(parts.scheme) == 1:
+        return []
+    found = {source, parts.path, parts.query, parts.fragment}
+    userinfo, at, _host = parts.netloc.rpartition("@")
+    if at:
+        found.add(userinfo)
+        user, _colon, password = userinfo.partition(":")
+        found.update((user, password))
+    for pair in parts.query.split("&"):
+        found.add(pair.partition("=")[2])
+    if parts.path:
+        found.add(parts.path + (f"?{parts.query}" if parts.query else ""))
+    return sorted((f for f in found if len(f) >= 4), key=len, reverse=True)
+
+
+def scrub(text: str, fragments: list[str]) -> str:
+    """``text`` with each of ``fragments`` replaced by ``***``."""
+    for fragment in fragments:
+        if fragment in text:
+            text = text.replace(fragment, "***")
+    return text
 
 
 def redact_url(source: str) -> str:
@@ -176,9 +222,16 @@ class FeedReader:
         retries: int = 3,
         max_line_bytes: int = 64 * 1024,
         max_url_length: int = 4096,
+        not_after: dt.datetime | None = None,
+        not_before: dt.datetime | None = EARLIEST_DATE,
         logger: logging.Logger | None = None,
     ) -> None:
         self.source = str(source)
+        #: Rows dated later are rejected as ``future_date`` (they would move the
+        #: cursor past every row still to come).
+        self.not_after = not_after
+        #: Rows dated earlier are rejected as ``past_date``.
+        self.not_before = not_before
         self.timeout = timeout
         self.retries = retries
         self.max_line_bytes = max_line_bytes
@@ -198,7 +251,9 @@ class FeedReader:
             try:
                 handle = open(path, "rb")  # noqa: SIM115 - closed below
             except OSError as exc:
-                raise FeedError(f"cannot open feed file {path!r}: {exc.strerror}") from exc
+                raise FeedError(
+                    f"cannot open feed file {redact_url(path)!r}: {exc.strerror}"
+                ) from exc
             with handle:
                 yield handle
             return
@@ -217,8 +272,8 @@ class FeedReader:
             except requests.RequestException as exc:
                 raise FeedError(
                     f"cannot download feed {redact_url(self.source)}: {type(exc).__name__}"
-                    f" ({_short_reason(exc)})"
-                ) from exc
+                    f" ({scrub(_short_reason(exc), secret_fragments(self.source))})"
+                ) from None  # the cause's message and traceback hold the full URL
             with response:
                 response.raw.decode_content = True
                 response.raw.auto_close = False  # EOF reads b"", not "closed file"
@@ -232,9 +287,10 @@ class FeedReader:
             try:
                 line = handle.readline(limit + 1)
             except (OSError, requests.RequestException) as exc:
+                reason = scrub(repr(exc), secret_fragments(self.source))
                 raise FeedError(
-                    f"feed {redact_url(self.source)} broke off after line {number}: {exc!r}"
-                ) from exc
+                    f"feed {redact_url(self.source)} broke off after line {number}: {reason}"
+                ) from None  # the cause's message may hold the full URL
             if not line:
                 return
             number += 1
@@ -276,6 +332,22 @@ class FeedReader:
                     continue
                 except RowError as exc:
                     self._reject(number, exc.reason, str(exc))
+                    continue
+                if self.not_after is not None and row.dateadded > self.not_after:
+                    self._reject(
+                        number,
+                        "future_date",
+                        f"dateadded {row.dateadded:%Y-%m-%d %H:%M:%S} is later than "
+                        f"{self.not_after:%Y-%m-%d %H:%M:%S} (now + URLHAUS_FUTURE_DATE_MARGIN)",
+                    )
+                    continue
+                if self.not_before is not None and row.dateadded < self.not_before:
+                    self._reject(
+                        number,
+                        "past_date",
+                        f"dateadded {row.dateadded:%Y-%m-%d %H:%M:%S} is before "
+                        f"{self.not_before:%Y-%m-%d}",
+                    )
                     continue
                 self.stats.rows_ok += 1
                 yield row

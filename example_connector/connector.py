@@ -17,7 +17,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from typing import Any
 
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import format_instant
+from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.mixin import BatchingConnectorMixin
 from example_connector.client import FeedError, FeedReader, FeedRow, redact_url
 from example_connector.converter import URLhausConverter
@@ -59,19 +60,47 @@ def _count_rows(payloads: list[Any]) -> int:
     )
 
 
+def _row_ids(payloads: Iterable[Any]) -> set[str]:
+    """URLhaus ids (the indicators' ``external_id``) of the rows in ``payloads``."""
+    ids: set[str] = set()
+    for payload in payloads:
+        for obj in payload if type(payload) is list else [payload]:
+            if type(obj) is dict and obj.get("type") == "indicator":
+                for ref in obj.get("external_references") or ():
+                    if ref.get("source_name") == "urlhaus" and ref.get("external_id"):
+                        ids.add(str(ref["external_id"]))
+    return ids
+
+
 class RowSpool:
-    """A temporary on-disk table of feed rows, read back ordered by ``dateadded``."""
+    """A temporary on-disk table of feed rows, read back ordered by ``dateadded``.
+
+    With ``max_rows``, at most the ``max_rows`` oldest rows are kept (disk use
+    stays bounded whatever the feed's size): :meth:`finish` cuts at a
+    ``dateadded`` second, so the rows kept are exactly those before some
+    instant and a cursor at the last of them never passes a row left out.
+    """
 
     _COLUMNS = "added, id_num, line, id, url, url_status, last_online, threat, tags, link, reporter"
+    _ORDER = "added, id_num, line"
+    _ORDER_DESC = "added DESC, id_num DESC, line DESC"
 
-    def __init__(self) -> None:
+    def __init__(self, max_rows: int | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="urlhaus-spool-")
         self._db = sqlite3.connect(Path(self._tmp.name) / "spool.db")
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute(f"CREATE TABLE rows ({self._COLUMNS})")
         self._pending: list[tuple[Any, ...]] = []
-        self._count = 0
+        self._max_rows = max_rows
+        self._slack = 0 if max_rows is None else max(1000, max_rows // 4)
+        self._added = 0  # rows given to add()
+        self._stored = 0  # rows in the table
+        self._count = 0  # rows kept (after finish())
+        #: Rows left out by the ``max_rows`` limit (known after :meth:`finish`).
+        self.deferred = 0
+        #: The ``dateadded`` from which rows were left out, or ``None``.
+        self.deferred_from: dt.datetime | None = None
 
     def add(self, row: FeedRow) -> None:
         """Spool one row."""
@@ -90,14 +119,44 @@ class RowSpool:
                 row.reporter,
             )
         )
-        self._count += 1
+        self._added += 1
+        self._count = self._added
         if len(self._pending) >= 1000:
             self._write()
 
     def _write(self) -> None:
         if self._pending:
             self._db.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * 11)})", self._pending)
+            self._stored += len(self._pending)
             self._pending.clear()
+        if self._max_rows is not None and self._stored > self._max_rows + 1 + self._slack:
+            self._keep_oldest(self._max_rows + 1)
+
+    def _keep_oldest(self, keep: int) -> None:
+        excess = self._stored - keep
+        if excess > 0:
+            self._db.execute(
+                "DELETE FROM rows WHERE rowid IN (SELECT rowid FROM rows"
+                f" ORDER BY {self._ORDER_DESC} LIMIT ?)",
+                (excess,),
+            )
+            self._stored = keep
+
+    def finish(self) -> int:
+        """Apply the row limit once every row was added; returns the rows kept."""
+        self._write()
+        if self._max_rows is not None and self._stored > self._max_rows:
+            self._keep_oldest(self._max_rows + 1)
+            (cut,) = self._db.execute(
+                f"SELECT added FROM rows ORDER BY {self._ORDER} LIMIT 1 OFFSET ?",
+                (self._max_rows,),
+            ).fetchone()
+            self._db.execute("DELETE FROM rows WHERE added >= ?", (cut,))
+            (self._stored,) = self._db.execute("SELECT COUNT(*) FROM rows").fetchone()
+            self.deferred = self._added - self._stored
+            self.deferred_from = dt.datetime.fromisoformat(cut).replace(tzinfo=dt.UTC)
+        self._count = self._stored
+        return self._count
 
     def __len__(self) -> int:
         return self._count
@@ -105,7 +164,7 @@ class RowSpool:
     def rows(self) -> Iterator[FeedRow]:
         """The spooled rows, oldest ``dateadded`` first (then by URLhaus id, line)."""
         self._write()
-        query = f"SELECT {self._COLUMNS} FROM rows ORDER BY added, id_num, line"
+        query = f"SELECT {self._COLUMNS} FROM rows ORDER BY {self._ORDER}"
         for (
             added,
             _num,
@@ -160,7 +219,12 @@ class RunSummary:
     rows_rejected: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     rows_skipped: int = 0
+    rows_deferred: int = 0
+    row_limit: int | None = None
     rows_queued: int = 0
+    dead_letters_before: int = 0
+    dead_letters_resent: int = 0
+    dead_letters_remaining: int = 0
     rows_delivered: int = 0
     rows_failed: int = 0
     objects_produced: int = 0
@@ -192,7 +256,17 @@ class RunSummary:
             ("rows read", str(self.rows_read)),
             ("rows rejected", rejected),
             ("rows skipped (<= cursor)", str(self.rows_skipped)),
+        ]
+        if self.rows_deferred:
+            lines.append(
+                ("rows deferred (limit)", f"{self.rows_deferred}  (max {self.row_limit} per run)")
+            )
+        lines += [
             ("rows delivered", f"{self.rows_delivered} of {self.rows_queued}"),
+            (
+                "dead letters",
+                f"{self.dead_letters_resent} re-sent, {self.dead_letters_remaining} remaining",
+            ),
             ("rows failed", str(self.rows_failed)),
             ("objects (sent)", f"{self.objects_produced} ({self.objects_sent})"),
             ("batches (failed)", f"{self.batches} ({self.failed_batches})"),
@@ -219,6 +293,11 @@ class URLhausConnector(BatchingConnectorMixin):
     offline, pass ``work_manager=LocalWorkManager(directory)`` and no helper.
     Set :attr:`stop_event` to stop a run early: reading stops, the current
     batch is flushed and the cursor saved.
+
+    Dead letters are always on: the rows of a batch that fails for good are
+    kept in the SQLite file ``dead_letter_path`` (default: the
+    ``urlhaus.dead_letter_path`` setting), hold the cursor, and are re-sent
+    first by the next run.
     """
 
     def __init__(
@@ -229,8 +308,10 @@ class URLhausConnector(BatchingConnectorMixin):
         work_manager: Any = None,
         logger: logging.Logger | None = None,
         stop_event: threading.Event | None = None,
+        dead_letter_path: str | Path | None = None,
     ) -> None:
         self.settings = settings
+        self.dead_letter_path = Path(dead_letter_path or settings.urlhaus.dead_letter_path)
         self.helper = helper
         if work_manager is not None:
             self.work_manager = work_manager
@@ -254,6 +335,7 @@ class URLhausConnector(BatchingConnectorMixin):
         """
         options = self.settings.urlhaus
         return GenericBatchProcessorConfig(
+            dead_letter_path=str(self.dead_letter_path),
             postprocessing_function=on_delivered,
             batch_size=batch_size or options.batch_size,
             work_name_template="URLhaus import batch #{batch_num}",
@@ -266,14 +348,30 @@ class URLhausConnector(BatchingConnectorMixin):
             retry_delay=options.retry_delay,
         )
 
+    def dead_letter_rows(self) -> set[str]:
+        """URLhaus ids of the rows waiting in the dead-letter store."""
+        if not self.dead_letter_path.exists():
+            return set()
+        store = DeadLetterStore(self.dead_letter_path)
+        try:
+            return _row_ids(payload for _row, payload, _span in store.load(STATE_KEY))
+        finally:
+            store.close()
+
     def run_once(
         self,
         feed: str | None = None,
         *,
         batch_size: int | None = None,
         progress: ProgressCallback | None = None,
+        now: dt.datetime | None = None,
     ) -> RunSummary:
-        """Import the feed once; returns what was done.  Raises ``FeedError``."""
+        """Import the feed once; returns what was done.  Raises ``FeedError``.
+
+        The rows of earlier runs' failed batches (dead letters) are sent first;
+        feed rows among them are not sent twice.  Rows dated after ``now``
+        (default: the current time) plus ``future_date_margin`` are rejected.
+        """
         options = self.settings.urlhaus
         source = feed or options.feed_url
         started = time.monotonic()
@@ -281,16 +379,20 @@ class URLhausConnector(BatchingConnectorMixin):
         summary = RunSummary(
             feed=redact_url(source),
             cursor_before=None if cursor is None else format_instant(cursor),
+            row_limit=options.max_rows_per_run,
         )
         reader = FeedReader(
             source,
             timeout=options.request_timeout,
             retries=options.request_retries,
+            not_after=(now or dt.datetime.now(dt.UTC)) + options.future_margin,
             logger=self.logger,
         )
         self.running.set()
         try:
-            with RowSpool() as spool:
+            dead_rows = self.dead_letter_rows()
+            summary.dead_letters_before = len(dead_rows)
+            with RowSpool(max_rows=options.max_rows_per_run) as spool:
                 for row in reader.rows():
                     if self.stop_event.is_set():
                         summary.stopped = True
@@ -298,13 +400,21 @@ class URLhausConnector(BatchingConnectorMixin):
                     if cursor is not None and row.dateadded <= cursor:
                         summary.rows_skipped += 1
                         continue
+                    if row.id in dead_rows:  # re-sent from the dead letters
+                        continue
                     spool.add(row)
                 summary.rows_read = reader.stats.rows_read
                 summary.rows_rejected = reader.stats.rows_rejected
                 summary.rejected_by_reason = dict(reader.stats.rejected)
-                summary.rows_queued = len(spool)
+                summary.rows_queued = spool.finish() + len(dead_rows)
+                summary.rows_deferred = spool.deferred
+                if spool.deferred:
+                    self._log_row_limit(spool, options.max_rows_per_run)
                 if not summary.stopped:
-                    self._deliver(spool, summary, batch_size, progress)
+                    self._deliver(spool, summary, batch_size, progress, resend=bool(dead_rows))
+            left = self.dead_letter_rows()
+            summary.dead_letters_remaining = len(left)
+            summary.dead_letters_resent = len(dead_rows - left)
         finally:
             self.running.clear()
         cursor_after = self.get_cursor(STATE_KEY)
@@ -323,15 +433,37 @@ class URLhausConnector(BatchingConnectorMixin):
         )
         return summary
 
+    def _log_row_limit(self, spool: RowSpool, limit: int) -> None:
+        kept_until = "-" if spool.deferred_from is None else format_instant(spool.deferred_from)
+        if len(spool) == 0:
+            self.logger.error(
+                "URLHAUS_MAX_ROWS_PER_RUN (%d) reached and more rows than that share the "
+                "second %s: nothing can be delivered without splitting it; raise "
+                "URLHAUS_MAX_ROWS_PER_RUN (urlhaus.max_rows_per_run)",
+                limit,
+                kept_until,
+            )
+            return
+        self.logger.warning(
+            "URLHAUS_MAX_ROWS_PER_RUN (%d) reached: delivering the %d oldest new rows; "
+            "%d rows from %s on wait for the next run (the cursor stops before them)",
+            limit,
+            len(spool),
+            spool.deferred,
+            kept_until,
+        )
+
     def _deliver(
         self,
         spool: RowSpool,
         summary: RunSummary,
         batch_size: int | None,
         progress: ProgressCallback | None,
+        *,
+        resend: bool = False,
     ) -> None:
         total = len(spool)
-        if total == 0:
+        if total == 0 and not resend:
             return
         delivered = [0]
 
@@ -360,6 +492,8 @@ class URLhausConnector(BatchingConnectorMixin):
 
         try:
             with processor:  # flushes and saves the cursor on exit, also on error
+                if resend:
+                    self._resend_dead_letters(processor)
                 for row in spool.rows():
                     if pending and row.dateadded != pending[-1].dateadded:
                         add_pending()  # rows of one second stay in one group
@@ -378,6 +512,15 @@ class URLhausConnector(BatchingConnectorMixin):
         summary.objects_sent = stats.get("total_objects_sent", 0)
         summary.batches = stats["total_batches_processed"]
         summary.failed_batches = stats.get("failed_batches", 0)
+
+    def _resend_dead_letters(self, processor: Any) -> None:
+        """Queue the earlier runs' dead letters ahead of the feed's rows."""
+        try:
+            requeued = processor.retry_failed()
+        except Exception as exc:  # a full batch of them was sent at once and failed again
+            self.logger.error("re-sending dead letters failed for good: %s", exc)
+            return
+        self.logger.info("re-sending %d dead-letter items first", requeued)
 
     def process(self) -> None:
         """One scheduled run against OpenCTI (the ``schedule_iso`` callback).

@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -25,9 +25,11 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    field_serializer,
     field_validator,
 )
 
+from example_connector.client import redact_url
 from example_connector.converter import TLP_LEVELS
 
 __all__ = ["SETTINGS", "Settings", "SettingsError", "load_settings"]
@@ -144,21 +146,61 @@ SETTINGS: tuple[SettingDoc, ...] = (
         "2.0",
         "First retry delay, seconds (doubles each retry).",
     ),
+    SettingDoc(
+        "URLHAUS_DEAD_LETTER_PATH",
+        "urlhaus",
+        "dead_letter_path",
+        "dead_letters.db",
+        "SQLite file keeping the rows of batches that failed for good; they are re-sent "
+        "first at the next run (offline: always DIR/dead_letters.db).",
+    ),
+    SettingDoc(
+        "URLHAUS_FUTURE_DATE_MARGIN",
+        "urlhaus",
+        "future_date_margin",
+        "P1D",
+        "Rows dated later than now plus this ISO 8601 duration are rejected (future_date).",
+    ),
+    SettingDoc(
+        "URLHAUS_MAX_ROWS_PER_RUN",
+        "urlhaus",
+        "max_rows_per_run",
+        "1000000",
+        "New rows delivered per run at most (the oldest first); the rest waits for the next run.",
+    ),
 )
 
 _BY_PATH = {(s.section, s.key): s for s in SETTINGS}
 _SECRET_FIELDS = frozenset({("opencti", "token")})
+#: URLs that may carry credentials (``user:pass@``, ``?key=``): shown redacted only.
+_URL_FIELDS = frozenset({("opencti", "url"), ("urlhaus", "feed_url")})
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
 
+    #: Fields holding a URL that may embed credentials: redacted in repr and dumps.
+    _url_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            if name in self._url_fields and isinstance(value, str):
+                yield name, redact_url(value)
+            else:
+                yield name, value
+
 
 class OpenCTISettings(_Section):
     """``opencti:`` section."""
 
+    _url_fields: ClassVar[frozenset[str]] = frozenset({"url"})
+
     url: str | None = None
     token: SecretStr | None = None
+
+    @field_serializer("url")
+    def _dump_url(self, value: str | None) -> str | None:
+        return None if value is None else redact_url(value)
 
     @field_validator("url")
     @classmethod
@@ -205,6 +247,8 @@ class ConnectorSettings(_Section):
 class UrlhausSettings(_Section):
     """``urlhaus:`` section."""
 
+    _url_fields: ClassVar[frozenset[str]] = frozenset({"feed_url"})
+
     feed_url: str = Field(default=DEFAULT_FEED_URL, min_length=1)
     batch_size: int = Field(default=500, ge=1, le=100_000)
     tlp_level: str = "clear"
@@ -215,6 +259,24 @@ class UrlhausSettings(_Section):
     request_retries: int = Field(default=3, ge=0, le=20)
     max_retries: int = Field(default=3, ge=0, le=20)
     retry_delay: float = Field(default=2.0, ge=0, le=600)
+    dead_letter_path: str = Field(default="dead_letters.db", min_length=1)
+    future_date_margin: str = "P1D"
+    max_rows_per_run: int = Field(default=1_000_000, ge=1, le=100_000_000)
+
+    @field_serializer("feed_url")
+    def _dump_feed_url(self, value: str) -> str:
+        return redact_url(value)
+
+    @field_validator("future_date_margin")
+    @classmethod
+    def _check_margin(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def future_margin(self) -> dt.timedelta:
+        """``future_date_margin`` as a ``timedelta``."""
+        return parse_duration(self.future_date_margin)
 
     @field_validator("tlp_level")
     @classmethod
@@ -327,7 +389,10 @@ def _describe_error(error: Mapping[str, Any]) -> str:
     name = f"{doc.env} ({doc.yaml_key})" if doc else ".".join(loc) or "configuration"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if doc is not None and loc[:2] not in _SECRET_FIELDS and "input" in error:
-        shown = repr(error["input"])
+        value = error["input"]
+        if loc[:2] in _URL_FIELDS and isinstance(value, str):
+            value = redact_url(value)
+        shown = repr(value)
         if len(shown) > 60:
             shown = shown[:57] + "..."
         if shown not in message:
