@@ -152,3 +152,16 @@ def small_items(count: int) -> list[dict[str, Any]]:
         }
         for n in range(count)
     ]
+
+
+def median_round(
+    rounds: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]
+) -> dict[str, Any]:
+    """The round whose ``key`` (a paired ratio measured within the round) is the median.
+
+    Pairing both sides of a ratio in one round, then taking the median round,
+    resists the bursts of load of a shared machine better than comparing each
+    side's best time: a burst slows one round's pair, not one side of the ratio.
+    """
+    ordered = sorted(rounds, key=key)
+    return ordered[(len(ordered) - 1) // 2]

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.common import Row, compared, unavailable
+from benchmarks.common import Row, compared, median_round, unavailable
 from benchmarks.platform import Platform, broker_problem, opencti_platform
 from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
 from connector_batching.opencti import SEND_OPTIONS, OpenCTIWorkManager
@@ -104,23 +104,26 @@ def _batched(
     return elapsed, int(processor.get_statistics()["total_objects_sent"])
 
 
-def _best(
+def _rounds(
     platform: Platform, repeat: int, runs: dict[str, Callable[[], tuple[float, int]]]
-) -> dict[str, dict[str, Any]]:
-    """Best of ``repeat`` rounds for each run, interleaved (one round runs each once,
-    so a burst of load on the shared machine hits them alike); the push queue is
-    counted and purged after every run."""
-    best: dict[str, dict[str, Any]] = {name: {"seconds": float("inf")} for name in runs}
+) -> list[dict[str, dict[str, Any]]]:
+    """``repeat`` rounds, each running every run once (interleaved); the push queue
+    is counted and purged after every run."""
+    rounds: list[dict[str, dict[str, Any]]] = []
     for _ in range(max(repeat, 1)):
+        results: dict[str, dict[str, Any]] = {}
         for name, run_once in runs.items():
             seconds, objects = run_once()
             messages = platform.depth()
             platform.purge()
-            if seconds < best[name]["seconds"]:
-                best[name] = {"seconds": seconds, "objects": objects, "messages": messages}
-    for result in best.values():
-        result["rate"] = result["objects"] / result["seconds"]
-    return best
+            results[name] = {
+                "seconds": seconds,
+                "objects": objects,
+                "messages": messages,
+                "rate": objects / seconds,
+            }
+        rounds.append(results)
+    return rounds
 
 
 def run(
@@ -146,7 +149,7 @@ def run(
     n_groups = groups or (300 if quick else 1_000)
     n_naive = naive_objects or (15 if quick else 45)
     size = batch_size or (100 if quick else 500)
-    reps = repeat or (1 if quick else 3)
+    reps = repeat or (1 if quick else 5)
     shared, data = feed(n_groups)
     rows: list[Row] = []
     with opencti_platform() as platform:
@@ -179,8 +182,6 @@ def run(
             bundle_options = {"no_split": True}
         if bundle_options:
             runs["bundle"] = lambda: _batched(helper, shared, data, size, **bundle_options)
-        best = _best(platform, reps, runs)
-
         singles = [obj for group in data for obj in group.objects][:n_naive]
 
         def naive() -> tuple[float, int]:
@@ -191,9 +192,21 @@ def run(
                 helper.api.work.to_processed(work_id, "done")
             return time.perf_counter() - start, len(singles)
 
-        per_object = _best(platform, 1, {"naive": naive})["naive"]
-    batched, pycti_alone = best["batched"], best["direct"]
-    common = {"groups": n_groups, "objects": recorded_objects, "batch_size": size, "repeat": reps}
+        runs["naive"] = naive
+        rounds = _rounds(platform, reps, runs)
+    common: dict[str, Any] = {
+        "groups": n_groups,
+        "objects": recorded_objects,
+        "batch_size": size,
+        "repeat": reps,
+        "method": "median of per-round paired ratios (rounds interleave all runs)",
+    }
+
+    def pair(name: str, baseline: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        chosen = median_round(rounds, lambda r: r[name]["rate"] / r[baseline]["rate"])
+        return chosen[name], chosen[baseline]
+
+    batched, per_object = pair("batched", "naive")
     rows.append(
         compared(
             NAME,
@@ -206,6 +219,7 @@ def run(
             details={**common, "batched": batched, "naive": per_object},
         )
     )
+    batched, pycti_alone = pair("batched", "direct")
     rows.append(
         compared(
             NAME,
@@ -221,18 +235,19 @@ def run(
         )
     )
     figure = "bundle mode vs split mode"
+    bundled, split = pair("bundle", "batched") if bundle_options else ({}, {})
     split_baseline = "split mode (default): one message per object"
     if "send_mode" in bundle_options:
         rows.append(
             compared(
                 NAME,
                 figure,
-                best["bundle"]["rate"],
+                bundled["rate"],
                 "objects/s",
                 split_baseline,
-                batched["rate"],
+                split["rate"],
                 target=">= 10",
-                details={**common, "split": batched, "bundle": best["bundle"]},
+                details={**common, "split": split, "bundle": bundled},
             )
         )
     else:
@@ -246,13 +261,13 @@ def run(
                 compared(
                     NAME,
                     "no_split=True pass-through vs split mode",
-                    best["bundle"]["rate"],
+                    bundled["rate"],
                     "objects/s",
                     split_baseline,
-                    batched["rate"],
+                    split["rate"],
                     note="send_stix2_bundle(no_split=True) via manager options: "
                     "what bundle mode will do, minus its size guard",
-                    details={**common, "split": batched, "no_split": best["bundle"]},
+                    details={**common, "split": split, "no_split": bundled},
                 )
             )
     return rows
