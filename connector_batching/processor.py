@@ -25,6 +25,10 @@ from connector_batching.work_manager import check_work_manager, supports_error_c
 _LOG = logging.getLogger("connector_batching")
 
 
+def _monotonic() -> float:
+    return time.monotonic()
+
+
 class GenericBatchProcessor:
     """Collects items into batches and delivers each through a work manager.
 
@@ -67,9 +71,10 @@ class GenericBatchProcessor:
             self._pipeline = BatchPipeline(
                 self._deliver, threading.Condition(self._lock), self._max_in_flight
             )
-        self._sleep: Callable[[float], None] = time.sleep
-        self._clock: Callable[[], float] = time.monotonic
-        self._random = random.Random()
+        # Looked up at call time, so patching time.sleep / time.monotonic /
+        # random.random (in tests) takes effect; assign to override per processor.
+        self._sleep: Callable[[float], None] | None = None
+        self._clock: Callable[[], float] = _monotonic
         self._references = ReferenceCache(config.reference_cache_size)
         self._groups_seen = False  # set once a group (a list payload) was accepted
         # current batch
@@ -460,7 +465,7 @@ class GenericBatchProcessor:
         config = self.config
         if attempt > config.max_retries:
             return False
-        delay = config.backoff_delay(attempt, self._random.random())
+        delay = config.backoff_delay(attempt, random.random())
         if deadline is not None:
             remaining = deadline - self._clock()
             if remaining <= 0 or delay >= remaining:
@@ -476,7 +481,7 @@ class GenericBatchProcessor:
             f"({type(exc).__name__}: {exc}); retrying in {delay:.2f}s"
         )
         if delay > 0:
-            self._sleep(delay)
+            (self._sleep or time.sleep)(delay)
         return True
 
     def _preprocess(self, items: list[Any]) -> list[Any]:

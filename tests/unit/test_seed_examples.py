@@ -337,3 +337,25 @@ def test_manager_calls_use_the_seed_parameter_names() -> None:
         ("work_to_process", {"work_id": "w-1"}),
         ("update_state", {"state_key": "import_cursor", "date_str": "2024-01-02T12:00:00Z"}),
     ]
+
+
+def test_patching_time_sleep_after_construction_is_honoured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    manager = RecordingWorkManager(fail={"send": lambda n: n <= 2})
+    processor = GenericBatchProcessor(
+        GenericBatchProcessorConfig(
+            batch_size=1,
+            work_name_template="B{batch_num}",
+            state_key="k",
+            entity_type="t",
+            display_name="things",
+            max_retries=2,
+            retry_delay=5.0,
+        ),
+        manager,
+    )
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    processor.add_item(make_indicators(1)[0])
+    assert slept == [5.0, 10.0]
