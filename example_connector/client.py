@@ -124,11 +124,23 @@ def _check_url(url: str, max_url_length: int) -> str:
     return url
 
 
-def parse_row(line_number: int, fields: list[str], *, max_url_length: int = 4096) -> FeedRow:
+def parse_row(
+    line_number: int,
+    fields: list[str],
+    *,
+    max_url_length: int = 4096,
+    max_field_length: int = 4096,
+) -> FeedRow:
     """Turn the CSV fields of one line into a :class:`FeedRow` (``RowError`` if unusable)."""
     if len(fields) != len(COLUMNS):
         raise RowError("column_count", f"expected {len(COLUMNS)} columns, got {len(fields)}")
     row_id, added, url, status, last_online, threat, tags, link, reporter = fields
+    for name, value in zip(COLUMNS, fields, strict=True):
+        if name != "url" and len(value) > max_field_length:
+            raise RowError(
+                "field_too_long",
+                f"{name} has {len(value)} characters (max {max_field_length})",
+            )
     row_id = row_id.strip()
     if not row_id:
         raise RowError("empty_id", "the id column is empty")
@@ -319,6 +331,10 @@ class FeedReader:
                 if not stripped or stripped.startswith(b"#"):
                     continue
                 self.stats.rows_read += 1
+                nul = stripped.find(b"\x00")
+                if nul >= 0:
+                    self._reject(number, "nul_byte", f"NUL byte at byte {nul}")
+                    continue
                 try:
                     text = stripped.decode("utf-8")
                 except UnicodeDecodeError as exc:

@@ -1,0 +1,93 @@
+"""Works a killed process left "in progress" are closed ("interrupted") at the next start."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from connector_batching.local import LocalWorkManager
+from example_connector.connector import STATE_KEY
+
+from .conftest import (
+    child_env,
+    cli,
+    indicator_row_ids,
+    latest,
+    make_feed_rows,
+    read_state,
+    read_works,
+    record,
+    summary_table,
+    write_feed,
+)
+
+SLOW_RUN = Path(__file__).with_name("slow_run.py")
+
+
+def test_opening_closes_works_left_in_progress(tmp_path: Path) -> None:
+    with LocalWorkManager(tmp_path) as manager:
+        open_work = manager.initiate_work("Batch #1", "indicator")
+        done = manager.initiate_work("Batch #2", "indicator")
+        manager.work_to_process(done)
+    with LocalWorkManager(tmp_path, close_interrupted=False) as manager:
+        assert manager.interrupted_works_closed == 0
+        assert manager.get_work(open_work).status == "in_progress"
+    with LocalWorkManager(tmp_path) as manager:
+        assert manager.interrupted_works_closed == 1
+        work = manager.get_work(open_work)
+        assert (work.status, work.error_message) == ("error", "interrupted")
+        assert work.completed_at is not None
+        assert manager.get_work(done).status == "complete"
+        assert manager.close_interrupted_works() == 0  # idempotent
+
+
+def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Path) -> None:
+    rows = make_feed_rows(100)
+    feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
+    proc = subprocess.Popen(
+        [sys.executable, str(SLOW_RUN), *args],
+        env=child_env(PAUSE_AT_SEND="4", PAUSE_READY=str(ready)),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before batch 4 ({proc.returncode}): {proc.stderr}")
+        assert time.monotonic() < deadline, "batch 4 never started"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # no handler, no flush, no cleanup
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    works = read_works(out)
+    assert [s for s, _ in works] == ["complete"] * 3 + ["in_progress"]
+    oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
+    assert read_state(out, STATE_KEY) == latest(oldest_first[:30])
+
+    done = subprocess.run(
+        cli(*args), env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "closed 1 works an interrupted run left in progress" in done.stderr
+    assert summary_table(done.stdout)["rows delivered"] == "70 of 70"
+    works = read_works(out)
+    assert works[3] == ("error", "interrupted")
+    assert "in_progress" not in dict(works)
+    assert sorted(indicator_row_ids(out)) == sorted(r[0] for r in rows)  # each row once
+    assert read_state(out, STATE_KEY) == latest(rows)
+    record(
+        "05",
+        "SIGKILL while batch 4 of 10 is being sent (its work open, its file not written)",
+        "state.db shows batches 1-3 complete, batch 4's work in progress and the cursor "
+        "at batch 3's last row; the next start closes that work (status error, "
+        "`interrupted`) and delivers rows 31-100, each row exactly once overall",
+    )
