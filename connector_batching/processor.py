@@ -463,8 +463,8 @@ class GenericBatchProcessor:
     ) -> bool:
         """Sleep the backoff delay before the next attempt; False when none is left."""
         config = self.config
-        if attempt > config.max_retries:
-            return False
+        if attempt > config.max_retries or getattr(exc, "retryable", True) is False:
+            return False  # no attempts left, or an error that cannot succeed on retry
         delay = config.backoff_delay(attempt, random.random())
         if deadline is not None:
             remaining = deadline - self._clock()

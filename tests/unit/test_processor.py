@@ -599,3 +599,20 @@ def test_memory_is_bounded_by_batch_and_cache_not_stream_length() -> None:
     small, large = peak(20_000), peak(200_000)
     assert large < small * 1.5  # ten times the stream, about the same memory
     assert large < 8 * 1024 * 1024
+
+
+def test_errors_marked_not_retryable_fail_at_once() -> None:
+    class TooBig(ValueError):
+        retryable = False
+
+    class Refusing(RecordingWorkManager):
+        def send_bundle(self, work_id: str, objects: list[Any]) -> None:
+            self._call("send")
+            raise TooBig("this batch can never be sent")
+
+    manager = Refusing()
+    processor = GenericBatchProcessor(config(max_retries=5, retry_delay=0), manager)
+    with pytest.raises(Exception, match="after 1 attempt"):
+        processor.add_items([item(1), item(2), item(3)])
+    assert manager.calls["send"] == 1
+    assert manager.works["work-1"].status == "error"
