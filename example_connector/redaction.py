@@ -60,9 +60,12 @@ class RedactingFilter(logging.Filter):
 
 
 def install(secrets: Iterable[str], logger: logging.Logger | None = None) -> RedactingFilter:
-    """Add a :class:`RedactingFilter` to every handler of ``logger`` (default: root)."""
+    """Put a :class:`RedactingFilter` on every handler of ``logger`` (default: root),
+    in place of one an earlier call installed."""
     target = logger or logging.getLogger()
     redactor = RedactingFilter(secrets)
     for handler in target.handlers:
+        for old in [f for f in handler.filters if isinstance(f, RedactingFilter)]:
+            handler.removeFilter(old)
         handler.addFilter(redactor)
     return redactor
