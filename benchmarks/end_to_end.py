@@ -141,6 +141,7 @@ def run(
     problem = broker_problem()
     figures = (
         ("batched vs naive per-object sending", ">= 20"),
+        ("batched, bundle mode vs naive per-object sending", ">= 20"),
         ("batched vs direct send_stix2_bundle (time ratio)", "<= 1.1"),
         ("bundle mode vs split mode", ">= 10"),
     )
@@ -200,6 +201,9 @@ def run(
         "batch_size": size,
         "repeat": reps,
         "method": "median of per-round paired ratios (rounds interleave all runs)",
+        "rounds_objects_per_s": [
+            {name: round(result["rate"], 1) for name, result in one.items()} for one in rounds
+        ],
     }
 
     def pair(name: str, baseline: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -219,6 +223,20 @@ def run(
             details={**common, "batched": batched, "naive": per_object},
         )
     )
+    if "send_mode" in bundle_options:
+        bundled, per_object = pair("bundle", "naive")
+        rows.append(
+            compared(
+                NAME,
+                "batched, bundle mode vs naive per-object sending",
+                bundled["rate"],
+                "objects/s",
+                "one work + one send_stix2_bundle per object",
+                per_object["rate"],
+                target=">= 20",
+                details={**common, "bundle": bundled, "naive": per_object},
+            )
+        )
     batched, pycti_alone = pair("batched", "direct")
     rows.append(
         compared(
