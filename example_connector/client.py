@@ -278,14 +278,17 @@ class FeedReader:
         with requests.Session() as session:
             session.mount("http://", HTTPAdapter(max_retries=retry))
             session.mount("https://", HTTPAdapter(max_retries=retry))
+            failure = None
             try:
                 response = session.get(self.source, stream=True, timeout=self.timeout)
                 response.raise_for_status()
             except requests.RequestException as exc:
-                raise FeedError(
+                failure = (
                     f"cannot download feed {redact_url(self.source)}: {type(exc).__name__}"
                     f" ({scrub(_short_reason(exc), secret_fragments(self.source))})"
-                ) from None  # the cause's message and traceback hold the full URL
+                )
+            if failure is not None:  # raised here: requests' error (full URL) is not chained
+                raise FeedError(failure)
             with response:
                 response.raw.decode_content = True
                 response.raw.auto_close = False  # EOF reads b"", not "closed file"
@@ -296,13 +299,14 @@ class FeedReader:
         limit = self.max_line_bytes
         number = 0
         while True:
+            failure = None
             try:
                 line = handle.readline(limit + 1)
             except (OSError, requests.RequestException) as exc:
                 reason = scrub(repr(exc), secret_fragments(self.source))
-                raise FeedError(
-                    f"feed {redact_url(self.source)} broke off after line {number}: {reason}"
-                ) from None  # the cause's message may hold the full URL
+                failure = f"feed {redact_url(self.source)} broke off after line {number}: {reason}"
+            if failure is not None:  # raised here: the error (full URL) is not chained
+                raise FeedError(failure)
             if not line:
                 return
             number += 1
