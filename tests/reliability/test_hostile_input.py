@@ -268,13 +268,19 @@ def test_hostile_feed(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[
     expected = max((iso_z(r[1]) for r in case.good), default=None)
     assert read_state(out, STATE_KEY) == expected
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(case.rejected.items())) or "none"
-    outcome = (
-        "every line rejected and counted (reasons vary: csv, encoding, NUL, ...), nothing "
-        "delivered, no cursor"
-        if case.any_reasons
-        else f"exit 0; rejected: {reasons}; {len(case.good)} good rows delivered, bundles "
-        "valid, patterns hold the exact URLs; cursor at the latest good row"
-    )
+    if case.any_reasons:
+        outcome = (
+            "exit 0; every line rejected and counted (csv, encoding, NUL byte, column "
+            "count, ...), nothing delivered, no cursor"
+        )
+    elif not case.good:
+        outcome = "exit 0; nothing read, nothing delivered, no bundle file, no cursor"
+    else:
+        outcome = (
+            f"exit 0; rejected: {reasons}; the {len(case.good)} good rows delivered, every "
+            "bundle valid (stix2-validator), every pattern parses and holds the exact URL; "
+            "cursor at the latest good row"
+        )
     record(f"10-{CASES.index(case):02d}", f"hostile feed: {case.injected}", outcome)
 
 

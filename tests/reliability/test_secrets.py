@@ -85,17 +85,17 @@ def _platform_env() -> dict[str, str]:
 
 
 CASES = {
-    "feed_ok": ("ok", 0, "200: rows delivered"),
-    "http_401": ("401", 1, "HTTP 401"),
-    "http_500": ("500", 1, "HTTP 500, retried"),
-    "unreachable": ("closed", 1, "connection refused, retried"),
-    "bad_port": ("badport", 1, "a URL that does not parse"),
+    "feed_ok": ("ok", 0, "answering 200 (30 rows delivered)"),
+    "http_401": ("401", 1, "answering HTTP 401"),
+    "http_500": ("500", 1, "answering HTTP 500 (retried)"),
+    "unreachable": ("closed", 1, "refusing connections (retried)"),
+    "bad_port": ("badport", 1, "URL not parsing (port 99999)"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_cli_never_prints_a_secret(case: str, feed_server: int, tmp_path: Path) -> None:
-    status, expected_code, _label = CASES[case]
+    status, expected_code, label = CASES[case]
     if status == "closed":
         url = _feed_url(_closed_port())
     elif status == "badport":
@@ -127,6 +127,15 @@ def test_cli_never_prints_a_secret(case: str, feed_server: int, tmp_path: Path) 
         assert "error: cannot download feed http://127.0.0.1" in done.stderr
     if status in ("500", "closed"):
         assert "Retry" in done.stderr  # urllib3's retry log lines were there, scrubbed
+    record(
+        f"30-{list(CASES).index(case)}",
+        "secrets (OpenCTI token, platform URL password, feed URL user, password and "
+        f"`?key=`) with the feed {label}; CLI at log level debug",
+        f"exit {expected_code}; no secret in stdout or stderr (urllib3's request and "
+        "retry lines included, scrubbed to `***`); the summary and errors name the feed "
+        "`http://host:port/…`",
+        lost="nothing; no secret shown",
+    )
 
 
 def test_invalid_settings_never_echo_a_secret(tmp_path: Path) -> None:
@@ -148,8 +157,17 @@ def test_invalid_settings_never_echo_a_secret(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "OPENCTI_URL (opencti.url): must start with http:// or https://" in done.stderr
     assert "URLHAUS_BATCH_SIZE (urlhaus.batch_size)" in done.stderr
+    assert "(got 'ftp://platform.test/…')" in done.stderr
     assert_no_secret(done.stdout, done.stderr.replace(f"soon {FEED_KEY}", ""))
     # (the margin's own value is echoed: it is not a secret, whatever it holds)
+    record(
+        "31",
+        "invalid settings next to secrets: a token, an `ftp://` platform URL with a "
+        "password and a token in its query, a feed URL with credentials",
+        "exit 2, one line per invalid setting naming the variable and the YAML key; URLs "
+        "echoed redacted (`ftp://platform.test/…`), the token never",
+        lost="nothing; no secret shown",
+    )
 
 
 def test_online_settings_errors_never_echo_a_secret(tmp_path: Path) -> None:
@@ -158,6 +176,13 @@ def test_online_settings_errors_never_echo_a_secret(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "OPENCTI_URL (opencti.url): required" in done.stderr
     assert_no_secret(done.stdout, done.stderr)
+    record(
+        "32",
+        "online start with settings missing (no platform URL, no connector id) and a "
+        "token and feed credentials set",
+        "exit 2 naming what is missing; no secret shown",
+        lost="nothing; no secret shown",
+    )
 
 
 def test_reprs_dumps_errors_and_summary_hold_no_secret(tmp_path: Path) -> None:
@@ -195,11 +220,11 @@ def test_reprs_dumps_errors_and_summary_hold_no_secret(tmp_path: Path) -> None:
         load_settings(environ={**environ, "OPENCTI_URL": f"ftp://u:{PLATFORM_PASSWORD}@x/"})
     assert_no_secret(str(bad.value), repr(bad.value))
     record(
-        "30",
-        "secrets: OpenCTI token, a password in the platform URL, user, password and "
-        "`?key=` in the feed URL; the feed answering 200, 401, 500, refusing connections, "
-        "or its URL not parsing; invalid settings",
-        "no secret in any log line (debug level, urllib3 included), error, exception "
-        "chain, repr, settings dump or offline summary; the summary and errors show the "
-        "feed as `http://host:port/…`",
+        "33",
+        "secrets in settings: `repr`, `str`, `model_dump`, `model_dump_json`; a feed "
+        "error raised in process",
+        "the token shows as `**********`, URLs as `scheme://host:port/…`; the feed error "
+        "names the redacted URL and does not chain requests' exception (which holds "
+        "the full URL)",
+        lost="nothing; no secret shown",
     )
