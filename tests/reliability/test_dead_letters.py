@@ -161,3 +161,21 @@ def test_dead_letters_that_fail_again_stay_for_the_run_after(
         "they stay in the store (attempts counted) and keep holding the cursor; the "
         "third, healthy run delivers them and the cursor reaches the latest row",
     )
+
+
+def test_online_start_refuses_a_dead_letter_path_it_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for name, value in {
+        "OPENCTI_URL": "http://127.0.0.1:9",
+        "OPENCTI_TOKEN": "0b7c4d2e-9f1a-4c3b-8e5d-000000000000",
+        "CONNECTOR_ID": "0e0f6d28-5a3a-4c2e-9f50-7f3c1b2a9d11",
+        "URLHAUS_DEAD_LETTER_PATH": str(blocker / "dead_letters.db"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 2  # before any connection to the platform
+    err = capsys.readouterr().err
+    assert "URLHAUS_DEAD_LETTER_PATH (urlhaus.dead_letter_path): cannot open" in err
