@@ -44,15 +44,17 @@ def _load_feed_module() -> ModuleType:
 FEED = _load_feed_module()
 
 
-def make_feed_rows(count: int, *, seed: int = 7, first_id: int = 3_000_000, **kw: Any) -> list:
+def make_feed_rows(
+    count: int, *, seed: int = 7, first_id: int = 3_000_000, **kw: Any
+) -> list[list[str]]:
     """Good rows (oldest first); the first rows carry the tricky URLs."""
-    rows = FEED.make_rows(count, seed=seed, first_id=first_id, **kw)
+    rows: list[list[str]] = FEED.make_rows(count, seed=seed, first_id=first_id, **kw)
     for row, url in zip(rows, TRICKY_URLS, strict=False):
         row[2] = url
     return rows
 
 
-def write_feed(path: Path, rows: list, *, malformed: bool = True) -> Path:
+def write_feed(path: Path, rows: list[list[str]], *, malformed: bool = True) -> Path:
     """Write ``rows`` as a URLhaus CSV feed (newest first, with malformed rows)."""
     path.write_bytes(FEED.feed_bytes(rows, malformed=malformed))
     return path

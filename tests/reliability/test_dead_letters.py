@@ -150,7 +150,8 @@ def test_dead_letters_that_fail_again_stay_for_the_run_after(
     assert second.dead_letters_resent == 0 and second.dead_letters_remaining == BATCH
     assert dead_letter_count(out / DEAD_LETTERS_FILE) == BATCH
     oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
-    assert read_state(out, STATE_KEY) < iso_z(oldest_first[BATCH][1])  # still held
+    held = read_state(out, STATE_KEY)
+    assert held is not None and held < iso_z(oldest_first[BATCH][1])  # still held
     third = run([])
     assert third.dead_letters_resent == BATCH and third.dead_letters_remaining == 0
     assert read_state(out, STATE_KEY) == latest(rows)

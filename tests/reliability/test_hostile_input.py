@@ -28,7 +28,7 @@ from tests.example.conftest import FEED, unescape_pattern_literal
 
 from .conftest import iso_z, read_state, record, summary_table
 
-HEADER = FEED.HEADER.format(updated="2025-03-01 00:00:00").encode()
+HEADER: bytes = FEED.HEADER.format(updated="2025-03-01 00:00:00").encode()
 BASE = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
 
 
@@ -49,7 +49,8 @@ def fields(n: int, *, url: str | None = None, date: str | None = None) -> list[s
 
 
 def line(row: list[str]) -> bytes:
-    return FEED.csv_line(row).encode("utf-8")
+    text: str = FEED.csv_line(row)
+    return text.encode("utf-8")
 
 
 @dataclass

@@ -211,7 +211,7 @@ def test_reprs_dumps_errors_and_summary_hold_no_secret(tmp_path: Path) -> None:
     assert_no_secret(str(error), repr(error), error.args)
 
     connector = URLhausConnector(settings, work_manager=object(), dead_letter_path=tmp_path / "d")
-    connector.get_cursor = lambda key: None  # type: ignore[method-assign]
+    connector.get_cursor = lambda key: None  # type: ignore[method-assign,assignment]
     with pytest.raises(FeedError) as caught:
         connector.run_once()
     assert_no_secret(str(caught.value))
