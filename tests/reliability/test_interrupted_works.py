@@ -46,27 +46,34 @@ def test_opening_closes_works_left_in_progress(tmp_path: Path) -> None:
         assert manager.close_interrupted_works() == 0  # idempotent
 
 
-def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Path) -> None:
-    rows = make_feed_rows(100)
-    feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
-    out, ready = tmp_path / "out", tmp_path / "ready"
-    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
+def _kill_at_send(tmp_path: Path, args: list[str], send: int, **hooks: str) -> None:
+    """Run the CLI until its ``send``-th ``send_bundle`` blocks, then SIGKILL it."""
+    ready = tmp_path / "ready"
+    ready.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [sys.executable, str(SLOW_RUN), *args],
-        env=child_env(PAUSE_AT_SEND="4", PAUSE_READY=str(ready)),
+        env=child_env(PAUSE_AT_SEND=str(send), PAUSE_READY=str(ready), **hooks),
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while not ready.exists():
         if proc.poll() is not None:
-            pytest.fail(f"the run ended before batch 4 ({proc.returncode}): {proc.stderr}")
-        assert time.monotonic() < deadline, "batch 4 never started"
+            pytest.fail(f"the run ended before send {send} ({proc.returncode})")
+        assert time.monotonic() < deadline, f"send {send} never started"
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # no handler, no flush, no cleanup
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Path) -> None:
+    rows = make_feed_rows(100)
+    feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
+    out = tmp_path / "out"
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
+    _kill_at_send(tmp_path, args, 4)
 
     works = read_works(out)
     assert [s for s, _ in works] == ["complete"] * 3 + ["in_progress"]
@@ -90,4 +97,36 @@ def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Pat
         "state.db shows batches 1-3 complete, batch 4's work in progress and the cursor "
         "at batch 3's last row; the next start closes that work (status error, "
         "`interrupted`) and delivers rows 31-100, each row exactly once overall",
+    )
+
+
+def test_sigkill_after_the_file_before_its_record_resends_that_batch(tmp_path: Path) -> None:
+    rows = make_feed_rows(100)
+    feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
+    out = tmp_path / "out"
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
+    _kill_at_send(tmp_path, args, 4, PAUSE_AFTER_WRITE="1")
+
+    # batch 4's file is complete, but its record and the cursor never got committed
+    oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
+    assert sorted(indicator_row_ids(out)) == sorted(r[0] for r in oldest_first[:40])
+    assert [s for s, _ in read_works(out)] == ["complete"] * 3 + ["in_progress"]
+    assert read_state(out, STATE_KEY) == latest(oldest_first[:30])
+
+    done = subprocess.run(
+        cli(*args), env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    delivered = indicator_row_ids(out)
+    again = {r[0] for r in oldest_first[30:40]}
+    assert sorted(delivered) == sorted([r[0] for r in rows] + sorted(again))  # re-sent once
+    assert read_works(out)[3] == ("error", "interrupted")
+    assert read_state(out, STATE_KEY) == latest(rows)
+    record(
+        "05b",
+        "SIGKILL after batch 4's bundle file is in place but before its record and the "
+        "cursor are committed",
+        "the file is complete (written atomically); the next start closes the work as "
+        "`interrupted` and, the cursor being at batch 3, sends batch 4's 10 rows again: "
+        "the in-flight batch is re-sent (a harmless upsert), nothing is skipped",
     )
