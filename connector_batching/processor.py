@@ -64,6 +64,7 @@ class GenericBatchProcessor:
             and config.max_in_flight_batches == 0
         )
         self._lock = threading.RLock()
+        self._write_lock = threading.Lock()  # orders cursor writes made outside _lock
         self._in_flight: dict[int, dt.datetime | None] = {}  # batch number -> earliest date
         self._max_in_flight = config.max_in_flight_batches
         self._pipeline: BatchPipeline[Batch] | None = None
@@ -446,8 +447,7 @@ class GenericBatchProcessor:
         if error is None:
             assert work_id is not None and objects is not None
             batch.work_id = work_id
-            with self._lock:
-                self._succeed(batch, processed, objects, work_id, attempt)
+            self._succeed(batch, processed, objects, work_id, attempt)
             return work_id
         reason = f"{type(error).__name__}: {error}"
         self._fail(batch, work_id, reason)
@@ -511,21 +511,25 @@ class GenericBatchProcessor:
         self, batch: Batch, processed: list[Any], objects: list[Any], work_id: str, attempts: int
     ) -> None:
         config = self.config
-        self._in_flight.pop(batch.number, None)
-        if self._dead_rows:
-            self._forget_dead_letters(batch.items)
-        self._batches_processed += 1
-        self._items_processed += len(batch.items)
-        self._items_sent += len(processed)
-        self._objects_sent += len(objects)
-        self._checkpoints.covered(batch.max_date)
-        self._last_delivery_at = self._clock()
+        with self._lock:
+            self._in_flight.pop(batch.number, None)
+            if self._dead_rows:
+                self._forget_dead_letters(batch.items)
+            self._batches_processed += 1
+            self._items_processed += len(batch.items)
+            self._items_sent += len(processed)
+            self._objects_sent += len(objects)
+            self._checkpoints.covered(batch.max_date)
+            self._last_delivery_at = self._clock()
+        # Pipelined: the hook and the cursor write run outside the lock, so
+        # the producer keeps adding meanwhile.
         hook = config.postprocessing_function
         if hook is not None:
             try:
                 hook(processed, work_id)
             except Exception as exc:
-                self._hook_errors += 1
+                with self._lock:
+                    self._hook_errors += 1
                 self.logger.error(
                     f"Batch #{batch.number}: postprocessing_function raised {exc!r} "
                     "(the batch was delivered)"
@@ -553,7 +557,7 @@ class GenericBatchProcessor:
                 f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
                 f"for good ({reason}); kept as failed items, cursor held"
             )
-            self._checkpoint()
+        self._checkpoint()
 
     def _persist_dead_letters(self, batch: Batch, reason: str) -> None:
         store = self._dead_letters
@@ -640,7 +644,13 @@ class GenericBatchProcessor:
         return utc_now()
 
     def _checkpoint(self) -> None:
-        self._write_cursor(self._safe_cursor())
+        """Write the safe cursor.  Pipelined, the write (a platform call) happens
+        outside the processor's lock; writes stay ordered under their own lock."""
+        guard = self._write_lock if self._pipeline is not None else self._lock
+        with guard:
+            with self._lock:
+                cursor = self._safe_cursor()
+            self._write_cursor(cursor)
 
     def _write_cursor(self, cursor: dt.datetime | None) -> None:
         self._checkpoints.write(self.work_manager, cursor, self.logger)
@@ -651,14 +661,18 @@ class GenericBatchProcessor:
         Without date extraction, and with nothing undelivered, the current
         time is written (the seed's behaviour).  Never raises for a failed write.
         """
-        with self._lock:
-            cursor = self._final_cursor()
+        guard = self._write_lock if self._pipeline is not None else self._lock
+        with guard:
+            with self._lock:
+                cursor = self._final_cursor()
+                undelivered = len(self._items) + len(self._failed)
+                held = cursor is None and self._has_undelivered()
             if cursor is None:
-                if self._has_undelivered():
+                if held:
                     self.logger.warning(
                         f"Cursor {self.config.state_key} held at "
                         f"{self._checkpoints.committed_text or 'its stored value'}: "
-                        f"{len(self._items) + len(self._failed)} item(s) are not delivered"
+                        f"{undelivered} item(s) are not delivered"
                     )
                 return
             self._write_cursor(cursor)
