@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from itertools import islice
 from types import TracebackType
 from typing import Any
 
@@ -172,36 +173,34 @@ class GenericBatchProcessor:
     def add_items(self, items: Iterable[Any]) -> int:
         """Add several items; returns how many were accepted.
 
-        Faster than repeated :meth:`add_item`: the lock is taken once per run
-        of items that fit in the current batch.
+        Faster than repeated :meth:`add_item`: items are taken a batch's room
+        at a time, checked in bulk, and the lock is taken once per run.
         """
         added = 0
-        chunk: list[Any] = []
-        spans: list[DateSpan] = []
-        room = self._room()
+        iterator = iter(items)
         plain = self._plain
-        for item in items:
-            if (
-                plain
-                and type(item) is dict
-                and type(item.get("id")) is str
-                and type(item.get("type")) is str
-            ):
-                chunk.append(item)
-                spans.append(None)
-            else:
+        while True:
+            chunk = list(islice(iterator, self._room()))
+            if not chunk:
+                return added
+            if plain and not [
+                item
+                for item in chunk
+                if type(item) is not dict
+                or type(item.get("id")) is not str
+                or type(item.get("type")) is not str
+            ]:
+                added += self._extend(chunk, [None] * len(chunk))
+                continue
+            payloads: list[Any] = []
+            spans: list[DateSpan] = []
+            for item in chunk:
                 prepared = self._prepare(item)
-                if prepared is None:
-                    continue
-                chunk.append(prepared[0])
-                spans.append(prepared[1])
-            if len(chunk) >= room:
-                added += self._extend(chunk, spans)
-                chunk, spans = [], []
-                room = self._room()
-        if chunk:
-            added += self._extend(chunk, spans)
-        return added
+                if prepared is not None:
+                    payloads.append(prepared[0])
+                    spans.append(prepared[1])
+            if payloads:
+                added += self._extend(payloads, spans)
 
     def _room(self) -> int:
         """Items that fit in the current batch before it is processed (at least 1)."""
