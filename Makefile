@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench clean venv
+.PHONY: test lint typecheck pytest demo bench readme clean venv
 
 venv: $(STAMP)
 
@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check connector_batching example_connector tests benchmarks
-	$(BIN)/ruff format --check connector_batching example_connector tests benchmarks
+	$(BIN)/ruff check connector_batching example_connector tests benchmarks scripts
+	$(BIN)/ruff format --check connector_batching example_connector tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy connector_batching
@@ -31,6 +31,9 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+readme:
+	$(PYTHON) scripts/sync_readme.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
