@@ -331,11 +331,15 @@ class URLhausConnector(BatchingConnectorMixin):
     ) -> GenericBatchProcessorConfig:
         """The engine configuration: the rows of one ``dateadded`` second count as one item.
 
-        ``on_delivered(items, work_id)`` runs after each delivered batch.
+        ``on_delivered(items, work_id)`` runs after each delivered batch.  Every
+        batch carries the author and the marking (:meth:`_with_shared`), so a
+        batch of dead letters re-sent first by a new process — which has not
+        seen the author yet — is reference-complete too.
         """
         options = self.settings.urlhaus
         return GenericBatchProcessorConfig(
             dead_letter_path=str(self.dead_letter_path),
+            preprocessing_function=self._with_shared,
             postprocessing_function=on_delivered,
             batch_size=batch_size or options.batch_size,
             work_name_template="URLhaus import batch #{batch_num}",
@@ -357,6 +361,10 @@ class URLhausConnector(BatchingConnectorMixin):
             return _row_ids(payload for _row, payload, _span in store.load(STATE_KEY))
         finally:
             store.close()
+
+    def _with_shared(self, items: list[Any]) -> list[Any]:
+        """A batch's items preceded by the author and the marking (one group)."""
+        return [self.converter.shared_objects, *items]
 
     def run_once(
         self,
@@ -479,8 +487,8 @@ class URLhausConnector(BatchingConnectorMixin):
 
         def add_pending() -> None:
             nonlocal produced, done
-            group = converter.group(pending, with_shared=done == 0)
-            produced += len(group)
+            group = converter.group(pending)  # author and marking: see _with_shared
+            produced += len(group) + (len(converter.shared_objects) if done == 0 else 0)
             done += len(pending)
             pending.clear()
             try:

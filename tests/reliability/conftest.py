@@ -174,3 +174,17 @@ def iso_z(feed_date: str) -> str:
 def latest(rows: list[Any]) -> str:
     """The cursor expected once every row is delivered."""
     return iso_z(max(r[1] for r in rows))
+
+
+def assert_reference_complete(directory: Path) -> None:
+    """Every object's author, markings and relationship ends are in its own bundle
+    (pycti's ``cleanup_inconsistent_bundle`` would delete the references otherwise)."""
+    for path in sorted(directory.glob("*.json")):
+        objects = json.loads(path.read_text("utf-8"))["objects"]
+        ids = {o["id"] for o in objects}
+        for obj in objects:
+            refs = set(obj.get("object_marking_refs", []))
+            for key in ("created_by_ref", "source_ref", "target_ref", "x_opencti_created_by_ref"):
+                if key in obj:
+                    refs.add(obj[key])
+            assert refs <= ids, (path.name, obj["id"], sorted(refs - ids))

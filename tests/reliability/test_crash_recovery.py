@@ -23,6 +23,7 @@ from pathlib import Path
 from example_connector.connector import STATE_KEY
 
 from .conftest import (
+    assert_reference_complete,
     child_env,
     cli,
     indicator_row_ids,
@@ -116,6 +117,7 @@ def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> N
     assert not list(out.glob(".*")) and not list(out.glob("*.part"))  # no temp file left
     for path in out.glob("*.json"):
         assert json.loads(path.read_text("utf-8"))["objects"]  # complete, non-empty
+    assert_reference_complete(out)
     # a kill costs at most the batch in flight: duplicates stay under one batch per kill
     per_batch = 2 * BATCH  # a batch of BATCH groups; a group holds at most 2 rows here
     duplicates = sum(n - 1 for n in Counter(delivered).values())

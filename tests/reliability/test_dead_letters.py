@@ -15,6 +15,7 @@ from example_connector.connector import STATE_KEY, URLhausConnector
 from example_connector.settings import load_settings
 
 from .conftest import (
+    assert_reference_complete,
     dead_letter_count,
     indicator_row_ids,
     iso_z,
@@ -102,6 +103,9 @@ def test_failed_batches_are_kept_and_resent_first_by_the_next_run(
     assert read_state(out, STATE_KEY) == latest(rows)
     assert set(indicator_row_ids(out)) == {r[0] for r in rows}
     assert "in_progress" not in dict(read_works(out))
+    # a new process re-sending dead letters first has not seen the author yet: the
+    # connector puts it (and the marking) in every batch
+    assert_reference_complete(out)
 
     # Run 3: nothing left to do.
     assert main(["--offline", str(out), "--feed", str(feed)]) == 0
@@ -114,8 +118,8 @@ def test_failed_batches_are_kept_and_resent_first_by_the_next_run(
         "both batches fail for good: works closed in error with the reason, 40 rows "
         "written to `dead_letters.db`, cursor held before the first of them, the other 8 "
         "batches delivered; the next run re-sends the 40 rows first (its first two "
-        "bundles), skips the feed's copies of them, empties the store and ends at the "
-        "latest row's date",
+        "bundles, reference-complete: author and marking included), skips the feed's "
+        "copies of them, empties the store and ends at the latest row's date",
     )
 
 
