@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.example.conftest import REPO, make_feed_rows, write_feed
+from tests.integration.conftest import amqp_url, broker, stub  # noqa: F401 - shared fixtures
 
 __all__ = [
     "REPO",

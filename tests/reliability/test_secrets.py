@@ -22,6 +22,7 @@ import pytest
 from example_connector.client import FeedError, FeedReader
 from example_connector.connector import URLhausConnector
 from example_connector.settings import SettingsError, load_settings
+from tests.integration.stub_opencti import StubOpenCTI
 
 from .conftest import child_env, cli, make_feed_rows, record, summary_table, write_feed
 
@@ -226,5 +227,39 @@ def test_reprs_dumps_errors_and_summary_hold_no_secret(tmp_path: Path) -> None:
         "the token shows as `**********`, URLs as `scheme://host:port/…`; the feed error "
         "names the redacted URL and does not chain requests' exception (which holds "
         "the full URL)",
+        lost="nothing; no secret shown",
+    )
+
+
+@pytest.mark.broker
+def test_online_run_never_prints_a_secret(
+    stub: StubOpenCTI, feed_server: int, tmp_path: Path
+) -> None:
+    """Online (real pycti helper, stub platform, real broker), the feed answering 401:
+    neither the platform's token nor the feed's credentials reach the output."""
+    env = child_env(
+        OPENCTI_URL=stub.url,
+        OPENCTI_TOKEN=stub.token,
+        OPENCTI_JSON_LOGGING="false",
+        CONNECTOR_ID=stub.connector_id,
+        CONNECTOR_DURATION_PERIOD="PT0S",
+        CONNECTOR_LOG_LEVEL="debug",
+        URLHAUS_FEED_URL=_feed_url(feed_server, "401"),
+        URLHAUS_REQUEST_RETRIES="0",
+        URLHAUS_DEAD_LETTER_PATH=str(tmp_path / "dead_letters.db"),
+    )
+    done = subprocess.run(cli(), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]  # an unreadable feed waits for next run
+    assert "URLhaus run skipped, the next run retries" in done.stderr + done.stdout
+    output = done.stdout + done.stderr
+    assert stub.token not in output
+    assert "cannot download feed http://127.0.0.1:" in output  # the error path ran
+    assert_no_secret(output)
+    record(
+        "34",
+        "online run (real pycti helper, stub platform, real broker) at log level debug "
+        "with the token and a feed URL with credentials answering HTTP 401",
+        "the run is skipped for the next schedule, exit 0; neither the token nor the "
+        "feed's credentials appear in any output (pycti's logs included)",
         lost="nothing; no secret shown",
     )
