@@ -8,6 +8,8 @@ can SIGKILL the process while batches are in flight:
 * ``SEND_STARTED``: a file created when the first ``send_bundle`` begins;
 * ``PAUSE_AT_SEND`` and ``PAUSE_READY``: the N-th ``send_bundle`` creates the
   file ``PAUSE_READY`` and then blocks (until the process is killed);
+* ``FAIL_EVERY``: every N-th ``send_bundle`` of the process raises ``OSError``
+  (a failing disk), so batches fail for good and become dead letters;
 * ``PAUSE_AFTER_WRITE=1`` with those: it blocks later, once the bundle file is
   in place but before its record is committed in ``state.db``.
 """
@@ -30,6 +32,7 @@ PAUSE_AT = int(os.environ.get("PAUSE_AT_SEND", "0"))
 READY = Path(os.environ["PAUSE_READY"]) if "PAUSE_READY" in os.environ else None
 STARTED = Path(os.environ["SEND_STARTED"]) if "SEND_STARTED" in os.environ else None
 AFTER_WRITE = os.environ.get("PAUSE_AFTER_WRITE") == "1"
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))
 
 _original = LocalWorkManager.send_bundle
 _write = local.write_atomically
@@ -57,6 +60,8 @@ def _send_bundle(self: LocalWorkManager, work_id: str, objects: Sequence[Any]) -
         _block(READY)
     if SLOW:
         time.sleep(SLOW)
+    if FAIL_EVERY and _sends % FAIL_EVERY == 0:
+        raise OSError(5, "Input/output error (injected)")
     _original(self, work_id, objects)
 
 

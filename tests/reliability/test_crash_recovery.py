@@ -26,6 +26,7 @@ from .conftest import (
     assert_reference_complete,
     child_env,
     cli,
+    dead_letter_count,
     indicator_row_ids,
     iso_z,
     latest,
@@ -64,16 +65,21 @@ def _check_directory(out: Path, rows: list[list[str]]) -> list[str]:
     return delivered
 
 
-def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> None:
-    rng = random.Random(SEED)
-    rows = _feed_rows()
-    feed = write_feed(tmp_path / "feed.csv", rows)  # with the malformed rows
-    out = tmp_path / "out"
-    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
+def _kill_repeatedly(
+    rng: random.Random,
+    tmp_path: Path,
+    args: list[str],
+    rows: list[list[str]],
+    kills: int,
+    **hooks: str,
+) -> int:
+    """Start the slow CLI ``kills`` times, SIGKILL each at a random point; returns the
+    number of runs actually killed (a run may end before its kill time)."""
+    out = Path(args[1])
     started = tmp_path / "sending"
-    env = child_env(SLOW_SEND_SECONDS=str(SLOW_SEND), SEND_STARTED=str(started))
+    env = child_env(SLOW_SEND_SECONDS=str(SLOW_SEND), SEND_STARTED=str(started), **hooks)
     killed = 0
-    for _ in range(KILLS):
+    for _ in range(kills):
         started.unlink(missing_ok=True)
         proc = subprocess.Popen(
             [sys.executable, str(SLOW_RUN), *args],
@@ -92,12 +98,23 @@ def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> N
             delay = rng.uniform(0.0, 0.6)
         try:
             proc.wait(timeout=delay)
-            assert proc.returncode == 0  # the run ended before its kill time
+            # the run ended before its kill time (1: a batch failed for good)
+            assert proc.returncode in ((0, 1) if "FAIL_EVERY" in hooks else (0,))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
             killed += 1
         _check_directory(out, rows)
+    return killed
+
+
+def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    rows = _feed_rows()
+    feed = write_feed(tmp_path / "feed.csv", rows)  # with the malformed rows
+    out = tmp_path / "out"
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
+    killed = _kill_repeatedly(rng, tmp_path, args, rows, KILLS)
     assert killed >= KILLS // 2, "most kills must land mid-run"
 
     done = subprocess.run(
@@ -130,5 +147,45 @@ def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> N
         "row; each restart closes the works left in progress (`interrupted`) and resumes "
         "after the last checkpoint, re-sending at most the batch in flight; the clean "
         "run ends with every good row delivered, no work in progress, no temporary file, "
+        "cursor at the latest row",
+    )
+
+
+def test_random_sigkills_while_batches_fail_and_dead_letters_are_resent(tmp_path: Path) -> None:
+    """Every 5th send fails for good (no retries): dead letters pile up, then each
+    restart re-sends them first — and gets killed again, mid-way, at random."""
+    rng = random.Random(SEED + 1)
+    rows = _feed_rows()[:1500]
+    feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
+    out = tmp_path / "out"
+    args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
+    killed = _kill_repeatedly(rng, tmp_path, args, rows, 4, FAIL_EVERY="5", URLHAUS_MAX_RETRIES="0")
+    assert dead_letter_count(out / "dead_letters.db") > 0  # failures were kept
+    assert killed >= 2, "most kills must land mid-run"
+
+    done = subprocess.run(
+        cli(*args), env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    table = summary_table(done.stdout)
+    assert table["dead letters"].endswith(", 0 remaining")
+    assert dead_letter_count(out / "dead_letters.db") == 0
+    delivered = _check_directory(out, rows)
+    assert set(delivered) == {r[0] for r in rows}
+    assert read_state(out, STATE_KEY) == latest(rows)
+    works = read_works(out)
+    assert "in_progress" not in dict(works)
+    assert {m.split(":")[0] for s, m in works if s == "error" and m} <= {
+        "interrupted",
+        "OSError",
+    }
+    assert_reference_complete(out)
+    record(
+        "07",
+        "every 5th send fails for good (`max_retries=0`) and SIGKILL at 4 random points "
+        "(seeded) of a 1500-row run, restarted each time, then a clean run",
+        "failed batches go to `dead_letters.db` and hold the cursor; each restart re-sends "
+        "them first (and may be killed while doing it: they stay stored until delivered); "
+        "the clean run empties the store, every row is delivered, no work in progress, "
         "cursor at the latest row",
     )
