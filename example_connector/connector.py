@@ -419,7 +419,8 @@ class URLhausConnector(BatchingConnectorMixin):
                 if spool.deferred:
                     self._log_row_limit(spool, options.max_rows_per_run)
                 if not summary.stopped:
-                    self._deliver(spool, summary, batch_size, progress, resend=bool(dead_rows))
+                    resend = bool(dead_rows) or self.dead_letter_path.exists()
+                    self._deliver(spool, summary, batch_size, progress, resend=resend)
             left = self.dead_letter_rows()
             summary.dead_letters_remaining = len(left)
             summary.dead_letters_resent = len(dead_rows - left)
