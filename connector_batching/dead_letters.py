@@ -57,10 +57,19 @@ class DeadLetterStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._connection: sqlite3.Connection | None = None
+        with self._lock:
+            self._db.executescript(_SCHEMA)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        """The connection, opened on first use (again after :meth:`close`)."""
+        if self._connection is None:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._connection = db
+        return self._connection
 
     def add(self, state_key: str, items: Iterable[tuple[Any, DateSpan]], error: str) -> list[int]:
         """Persist failed items; returns their row ids in order."""
@@ -133,6 +142,8 @@ class DeadLetterStore:
         return int(count), _from_us(earliest)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the connection (the next use opens it again)."""
         with self._lock:
-            self._db.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None

@@ -347,12 +347,20 @@ class GenericBatchProcessor:
         return self._settle(batch)
 
     def close(self) -> None:
-        """Flush and stop the background sender (pipelined mode); idempotent."""
+        """Flush, stop the background sender (pipelined mode) and close the
+        dead-letter store's connection; idempotent, and the processor stays usable."""
         try:
             self.flush()
         finally:
             if self._pipeline is not None:
                 self._pipeline.close()
+            if self._dead_letters is not None:
+                self._dead_letters.close()
+
+    @property
+    def dead_letter_store(self) -> DeadLetterStore | None:
+        """The dead-letter store (``dead_letter_path``), or None."""
+        return self._dead_letters
 
     def _settle(self, batch: Batch | None) -> str | None:
         """Wait for queued batches (pipelined mode) and report their outcome."""

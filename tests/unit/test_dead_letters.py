@@ -114,3 +114,18 @@ def test_stix2_objects_and_groups_are_stored_as_stix_json(tmp_path: Path) -> Non
     sent = up.delivered[0][1]
     assert [o["id"] for o in sent] == [indicator.id, item(1)["id"], item(2)["id"]]
     assert sent[0]["pattern"] == "[url:value = 'http://a.example/']"
+
+
+def test_close_releases_the_store_and_the_processor_stays_usable(tmp_path: Path) -> None:
+    store = tmp_path / "dead.db"
+    manager = RecordingWorkManager(fail={"send": lambda n: n == 1})
+    processor = GenericBatchProcessor(config(store), manager)
+    with pytest.raises(Exception, match="Batch #1"):
+        processor.add_items([item(1), item(2)])
+    processor.close()
+    assert processor.dead_letter_store is not None
+    assert processor.dead_letter_store._connection is None
+    assert processor.get_statistics()["dead_letters"] == 2  # reopened on use
+    processor.retry_failed()
+    processor.close()
+    assert rows(store) == []
