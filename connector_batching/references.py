@@ -8,6 +8,7 @@ objects already seen lets each batch carry its own references.
 
 from __future__ import annotations
 
+from itertools import filterfalse
 from typing import Any
 
 from connector_batching.stix import STANDARD_MARKINGS, fields_of, object_id, object_type
@@ -144,8 +145,7 @@ def complete_references(members: list[Any], cache: ReferenceCache) -> tuple[list
             if kind in PINNED_TYPES:
                 cache.remember(oid, kind, obj)
     wanted: set[str] = set()
-    plain = _PLAIN_KEYS
-    for obj in [obj for obj in members if not obj.keys() <= plain]:
+    for obj in filterfalse(_PLAIN_KEYS.issuperset, members):  # objects with unknown keys
         _dict_references(obj, wanted)
     if cache._size:
         cache.rotate()
