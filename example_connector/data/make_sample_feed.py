@@ -19,17 +19,8 @@ import io
 import random
 from pathlib import Path
 
-COLUMNS = (
-    "id",
-    "dateadded",
-    "url",
-    "url_status",
-    "last_online",
-    "threat",
-    "tags",
-    "urlhaus_link",
-    "reporter",
-)
+from example_connector.client import COLUMNS
+
 HEADER = (
     "################################################################\n"
     "# abuse.ch URLhaus Database Dump (CSV - recent URLs only)      #\n"
