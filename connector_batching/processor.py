@@ -298,15 +298,6 @@ class GenericBatchProcessor:
         if self._batch_min is None or earliest < self._batch_min:
             self._batch_min = earliest
 
-    def _append(self, payload: Any, date: DateSpan) -> None:
-        if not self._items:
-            self._start_batch()
-        self._items.append(payload)
-        self._dates.append(date)
-        self._accepted += 1
-        if date is not None:
-            self._note_date(date)
-
     def _batch_is_stale(self) -> bool:
         age = self.config.max_batch_age
         return (
