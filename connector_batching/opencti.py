@@ -12,6 +12,10 @@
   (``close_interrupted_works``);
 * secrets (the OpenCTI token, the broker password, credentials in URLs) are
   removed from everything it logs or raises.
+
+The parts live in their own modules: :mod:`~connector_batching.backpressure`,
+:mod:`~connector_batching.bundle_parts`, :mod:`~connector_batching.redaction` and
+:mod:`~connector_batching.opencti_metrics`; their public names are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,20 +23,56 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import logging
-import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge
 from stix2.base import _STIXBase
 
+from connector_batching.backpressure import MIN_CHECK_INTERVAL, QueueBackpressure
+from connector_batching.bundle_parts import (
+    DEFAULT_MAX_BATCH_BYTES,
+    ENVELOPE_HEADROOM_BYTES,
+    MAX_BATCH_BYTES,
+    MIN_BATCH_BYTES,
+    RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES,
+    RABBITMQ_MAX_MESSAGE_BYTES,
+    BundleTooLargeError,
+    dumps,
+    max_bundle_bytes_for,
+    split_bundle,
+    utf8_size,
+)
 from connector_batching.cursor import InvalidDate, format_instant, parse_instant, utc_now
-from connector_batching.references import add_references
+from connector_batching.opencti_metrics import Metrics as _Metrics
+from connector_batching.redaction import (
+    RedactedError,
+    RedactingFilter,
+    helper_secrets,
+    install_log_redaction,
+    redact,
+)
 from connector_batching.stix import bundle_dict, iter_members, normalize_item, object_id
+
+__all__ = [
+    "DEFAULT_MAX_BATCH_BYTES",
+    "ENVELOPE_HEADROOM_BYTES",
+    "MAX_BATCH_BYTES",
+    "MIN_BATCH_BYTES",
+    "RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES",
+    "RABBITMQ_MAX_MESSAGE_BYTES",
+    "SEND_MODES",
+    "SEND_OPTIONS",
+    "BundleTooLargeError",
+    "OpenCTIWorkManager",
+    "RedactedError",
+    "RedactingFilter",
+    "max_bundle_bytes_for",
+    "redact",
+    "split_bundle",
+]
 
 #: ``send_stix2_bundle`` keywords a user may set (``work_id`` is the manager's).
 SEND_OPTIONS = frozenset(
@@ -58,26 +98,8 @@ SEND_OPTIONS = frozenset(
 )
 
 _NO_WORK_PREFIX = "no-work--"
-_MIN_CHECK_INTERVAL = 0.01
 
 SEND_MODES = ("split", "bundle")
-#: RabbitMQ 4 refuses messages over 16 MiB by default (``max_message_size``).
-RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-#: RabbitMQ's hard ceiling for ``max_message_size``.
-RABBITMQ_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-#: Room left for pycti's JSON envelope around the content (ids, flags, entity types).
-ENVELOPE_HEADROOM_BYTES = 64 * 1024
-
-
-def max_bundle_bytes_for(message_bytes: int) -> int:
-    """The largest bundle JSON whose base64 message fits in ``message_bytes``."""
-    return (message_bytes - ENVELOPE_HEADROOM_BYTES) * 3 // 4
-
-
-#: Default ``max_batch_bytes``: a bundle whose message fits RabbitMQ's default limit.
-DEFAULT_MAX_BATCH_BYTES = max_bundle_bytes_for(RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES)
-MIN_BATCH_BYTES = 1024
-MAX_BATCH_BYTES = max_bundle_bytes_for(RABBITMQ_MAX_MESSAGE_BYTES)
 
 _OPEN_WORKS_QUERY = """
 query ConnectorBatchingOpenWorks($count: Int, $after: ID, $filters: FilterGroup) {
@@ -94,152 +116,6 @@ query ConnectorBatchingOpenWorks($count: Int, $after: ID, $filters: FilterGroup)
 """
 _OPEN_WORKS_PAGE = 500
 _OPEN_WORKS_MAX_PAGES = 40
-
-_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
-_MIN_SECRET_LENGTH = 4
-
-
-_KNOWN_SECRETS: set[str] = set()  # registered by every manager of the process
-_STANDARD_RECORD_KEYS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-def _redact_value(value: Any, secrets: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return redact(value, secrets)
-    if isinstance(value, dict):
-        return {k: _redact_value(v, secrets) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v, secrets) for v in value]
-    return value
-
-
-class RedactingFilter(logging.Filter):
-    """Removes known secrets from a record: message, arguments, extra fields, traceback.
-
-    Installed by :class:`OpenCTIWorkManager` on the helper's loggers, because
-    pycti's ``logger.error`` attaches the traceback of the exception being
-    handled, whose message may hold what the platform or a proxy echoed back.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = sorted(_KNOWN_SECRETS)
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = str(record.msg)
-        record.msg, record.args = redact(message, secrets), None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, redact(text, secrets)
-        elif record.exc_text:
-            record.exc_text = redact(record.exc_text, secrets)
-        for key, value in list(vars(record).items()):
-            if key not in _STANDARD_RECORD_KEYS and isinstance(value, str | dict | list | tuple):
-                setattr(record, key, _redact_value(value, secrets))
-        return True
-
-
-_REDACTING_FILTER = RedactingFilter()
-
-
-class BundleTooLargeError(ValueError):
-    """One object with the objects it references is larger than ``max_batch_bytes``.
-
-    Retrying cannot help: ``retryable`` is false.
-    """
-
-    retryable = False
-
-
-class RedactedError(RuntimeError):
-    """An error whose message held a secret; the message is given with it removed."""
-
-
-def redact(text: str, secrets: Sequence[str] = ()) -> str:
-    """``text`` with each of ``secrets`` and any ``user:password@`` in URLs replaced."""
-    for secret in secrets:
-        if secret and len(secret) >= _MIN_SECRET_LENGTH and secret in text:
-            text = text.replace(secret, "***")
-    return _URL_CREDENTIALS.sub(r"\1***:***@", text)
-
-
-class _Metrics:
-    """The Prometheus collectors of this module, registered once per process."""
-
-    _lock = threading.Lock()
-    _instance: _Metrics | None = None
-
-    def __init__(self) -> None:
-        labels = ["connector_id"]
-        self.batches = _collector(
-            Counter,
-            "connector_batching_batches",
-            "Batches whose work was closed, by outcome (success or error).",
-            [*labels, "outcome"],
-        )
-        self.retries = _collector(
-            Counter,
-            "connector_batching_batch_retries",
-            "Bundle sends repeated for a work that was already attempted.",
-            labels,
-        )
-        self.failed_items = _collector(
-            Counter,
-            "connector_batching_failed_items",
-            "Objects of batches whose work was closed in error.",
-            labels,
-        )
-        self.objects_sent = _collector(
-            Counter,
-            "connector_batching_objects_sent",
-            "Objects handed to send_stix2_bundle successfully.",
-            labels,
-        )
-        self.backpressure_waits = _collector(
-            Counter,
-            "connector_batching_backpressure_waits",
-            "Times a batch waited for the push queue to drain.",
-            labels,
-        )
-        self.backpressure_seconds = _collector(
-            Counter,
-            "connector_batching_backpressure_wait_seconds",
-            "Seconds spent waiting for the push queue to drain.",
-            labels,
-        )
-        self.queue_size = _collector(
-            Gauge,
-            "connector_batching_queue_size_megabytes",
-            "Last known size of the connector's push queue (MB).",
-            labels,
-        )
-        self.cursor_lag = _collector(
-            Gauge,
-            "connector_batching_cursor_lag_seconds",
-            "Seconds between now and the cursor last saved, per state key.",
-            [*labels, "state_key"],
-        )
-
-    @classmethod
-    def get(cls) -> _Metrics:
-        """The process-wide instance (created on first use)."""
-        with cls._lock:
-            if cls._instance is None:
-                cls._instance = cls()
-            return cls._instance
-
-
-def _collector(kind: type[Any], name: str, documentation: str, labels: list[str]) -> Any:
-    """Create a collector, or return the one already registered under ``name``."""
-    try:
-        return kind(name, documentation, labels)
-    except ValueError:  # already registered (module reloaded, or another copy)
-        names: dict[str, Any] = getattr(REGISTRY, "_names_to_collectors", {})
-        for candidate in (name, f"{name}_total"):
-            existing = names.get(candidate)
-            if existing is not None:
-                return existing
-        raise
 
 
 def _checked_send_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -289,79 +165,6 @@ def _checked_send_mode(send_mode: object, max_batch_bytes: object, no_split: obj
     return max_batch_bytes
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _bundle_prefix() -> str:
-    return f'{{"type":"bundle","id":"bundle--{uuid.uuid4()}","objects":['
-
-
-_PREFIX_BYTES = len(_bundle_prefix())
-_SUFFIX = "]}"
-
-
-def split_bundle(objects: Sequence[dict[str, Any]], max_bytes: int) -> list[str]:
-    """Bundle JSON strings of at most ``max_bytes`` UTF-8 bytes holding ``objects``.
-
-    Objects keep their order.  Each part is reference-complete: it carries every
-    object of ``objects`` that its members reference (markings, authors,
-    relationship endpoints, and what those reference), repeated in every part
-    that needs it.  Raises :class:`BundleTooLargeError` when one object with its
-    references does not fit alone.
-    """
-    encoded = [_dumps(obj) for obj in objects]
-    sizes = [len(text.encode("utf-8")) + 1 for text in encoded]  # + the comma
-    position = {str(obj["id"]): i for i, obj in enumerate(objects)}
-    direct: list[list[int]] = []
-    for i, obj in enumerate(objects):
-        refs: set[str] = set()
-        add_references(obj, refs)
-        direct.append([position[r] for r in refs if r in position and position[r] != i])
-
-    def needed(i: int) -> set[int]:
-        seen = {i}
-        stack = [i]
-        while stack:
-            for j in direct[stack.pop()]:
-                if j not in seen:
-                    seen.add(j)
-                    stack.append(j)
-        return seen
-
-    overhead = _PREFIX_BYTES + len(_SUFFIX)
-    parts: list[set[int]] = []
-    current: set[int] = set()
-    size = overhead
-    for i in range(len(objects)):
-        if i in current:
-            continue
-        need = needed(i)
-        new = need - current
-        grow = sum(sizes[j] for j in new)
-        if current and size + grow > max_bytes:
-            parts.append(current)
-            current, size, new = set(), overhead, need
-            grow = sum(sizes[j] for j in new)
-        if overhead + grow > max_bytes and not current:
-            raise BundleTooLargeError(
-                f"object {objects[i]['id']} with the {len(need) - 1} object(s) it references "
-                f"is {overhead + grow} bytes of bundle JSON, over max_batch_bytes={max_bytes}; "
-                "raise max_batch_bytes (and the broker's max_message_size) or shrink the object"
-            )
-        current |= new
-        size += grow
-    if current:
-        parts.append(current)
-    return [
-        _bundle_prefix() + ",".join(encoded[j] for j in sorted(part)) + _SUFFIX for part in parts
-    ]
-
-
-def _utf8_size(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
-
-
 def _state_from(raw: object) -> dict[str, Any] | None:
     """The connector state in a platform answer (a JSON string); ``None`` when empty.
 
@@ -387,7 +190,7 @@ def _flatten(objects: Sequence[Any]) -> list[Any]:
     return out
 
 
-class OpenCTIWorkManager:
+class OpenCTIWorkManager(QueueBackpressure):
     """A work manager backed by a pycti ``OpenCTIConnectorHelper``.
 
     Manager options (keyword-only):
@@ -459,7 +262,7 @@ class OpenCTIWorkManager:
             self.send_options["no_split"] = True
         self.backpressure = backpressure
         self.queue_threshold_mb = queue_threshold_mb
-        self.queue_check_interval = max(queue_check_interval, _MIN_CHECK_INTERVAL)
+        self.queue_check_interval = max(queue_check_interval, MIN_CHECK_INTERVAL)
         self.max_backpressure_wait = max_backpressure_wait
         self.refresh_state = refresh_state
         self.api_timeout = api_timeout
@@ -494,39 +297,12 @@ class OpenCTIWorkManager:
         self._sleep = time.sleep
         self._clock = time.monotonic
         self._labels = {"connector_id": str(getattr(helper, "connect_id", "") or "")}
-        self._install_log_redaction()
+        install_log_redaction(helper)
 
     # -- secrets -------------------------------------------------------------
 
-    def _secrets(self) -> list[str]:
-        helper = self.helper
-        found = [getattr(helper, "opencti_token", None)]
-        api = getattr(helper, "api", None)
-        found.append(getattr(api, "api_token", None))
-        config = getattr(helper, "connector_config", None)
-        if isinstance(config, Mapping):
-            connection = config.get("connection")
-            if isinstance(connection, Mapping):
-                found.append(connection.get("pass"))
-        secrets = [v for v in found if isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH]
-        if not _KNOWN_SECRETS.issuperset(secrets):
-            _KNOWN_SECRETS.update(secrets)
-        return secrets
-
-    def _install_log_redaction(self) -> None:
-        """Put :class:`RedactingFilter` on the helper's pycti loggers (once each)."""
-        self._secrets()
-        helper = self.helper
-        owners = [getattr(helper, "connector_logger", None)]
-        for api in (getattr(helper, "api", None), getattr(helper, "api_impersonate", None)):
-            owners += [getattr(api, "app_logger", None), getattr(api, "admin_logger", None)]
-        for owner in owners:
-            target = getattr(owner, "local_logger", None)
-            if isinstance(target, logging.Logger) and _REDACTING_FILTER not in target.filters:
-                target.addFilter(_REDACTING_FILTER)
-
     def _redact(self, text: str) -> str:
-        return redact(text, self._secrets())
+        return redact(text, helper_secrets(self.helper))
 
     def _reason(self, exc: BaseException) -> str:
         return self._redact(str(exc))
@@ -552,104 +328,6 @@ class OpenCTIWorkManager:
         if metric is not None:
             with contextlib.suppress(Exception):  # metrics never break delivery
                 metric.inc(name, n)
-
-    # -- back-pressure --------------------------------------------------------
-
-    def _threshold_mb(self) -> float:
-        if self.queue_threshold_mb is not None:
-            return float(self.queue_threshold_mb)
-        configured = getattr(self.helper, "connect_queue_threshold", None)
-        try:
-            return float(configured) if configured not in (None, "") else 500.0
-        except (TypeError, ValueError):
-            self._log(
-                "warning",
-                "CONNECTOR_QUEUE_THRESHOLD is not a number; using 500 MB",
-                {"queue_threshold": str(configured)[:32]},
-            )
-            return 500.0
-
-    def queue_size_mb(self) -> float | None:
-        """The push queue's size in MB as the platform reports it, or ``None`` if unknown."""
-        connector_id = getattr(self.helper, "connector_id", None) or self.helper.connect_id
-        try:
-            details = self.helper.api.connector.read(connector_id=connector_id)
-            queue = details["connector_queue_details"]
-            size_mb = float(queue["messages_size"]) / 1_000_000
-        except Exception as exc:
-            self._pycti_metric("error_count")
-            self._log(
-                "warning",
-                "Cannot read the connector queue size; sending without back-pressure check",
-                {"reason": self._reason(exc)},
-            )
-            return None
-        self._metrics.queue_size.labels(**self._labels).set(size_mb)
-        return size_mb
-
-    def _set_buffering(self, size_mb: float, threshold: float, buffering: bool) -> None:
-        info = getattr(self.helper, "connector_info", None)
-        if info is None:
-            return
-        try:
-            info.queue_messages_size = size_mb
-            info.queue_threshold = threshold
-            info.buffering = buffering
-        except Exception:
-            pass
-
-    def wait_for_queue(self) -> float:
-        """Block while the push queue is over the threshold; return the seconds waited.
-
-        Queries the queue at most once per ``queue_check_interval``.  Does
-        nothing when ``backpressure`` is off; never raises.
-        """
-        if not self.backpressure:
-            return 0.0
-        with self._queue_lock:
-            now = self._clock()
-            if now - self._last_queue_check < self.queue_check_interval:
-                return 0.0
-            threshold = self._threshold_mb()
-            started = now
-            waited_logged = False
-            while True:
-                self._last_queue_check = self._clock()
-                size = self.queue_size_mb()
-                if size is None:
-                    return self._clock() - started
-                if size < threshold:
-                    self._set_buffering(size, threshold, False)
-                    break
-                self._set_buffering(size, threshold, True)
-                elapsed = self._clock() - started
-                if self.max_backpressure_wait is not None and elapsed >= self.max_backpressure_wait:
-                    self._log(
-                        "warning",
-                        "Push queue still over its threshold after max_backpressure_wait; "
-                        "sending anyway",
-                        {"queue_size_mb": size, "threshold_mb": threshold, "waited_s": elapsed},
-                    )
-                    break
-                if not waited_logged:
-                    self._metrics.backpressure_waits.labels(**self._labels).inc()
-                    waited_logged = True
-                self._log(
-                    "info",
-                    "Waiting: the connector's push queue is over its threshold "
-                    "(the platform's workers are behind)",
-                    {
-                        "queue_size_mb": round(size, 3),
-                        "threshold_mb": threshold,
-                        "recheck_in_s": self.queue_check_interval,
-                    },
-                )
-                self._sleep(self.queue_check_interval)
-            waited = self._clock() - started
-            if waited_logged:
-                self._metrics.backpressure_seconds.labels(**self._labels).inc(waited)
-                self._log("info", "Push queue back under its threshold", {"waited_s": waited})
-            return waited
 
     # -- WorkManager -----------------------------------------------------------
 
@@ -714,8 +392,8 @@ class OpenCTIWorkManager:
             self._log("debug", "Empty batch: nothing to send", {"work_id": work_id})
             return
         bundle = bundle_dict(members)
-        bundles = [_dumps(bundle)]
-        if self.send_mode == "bundle" and _utf8_size(bundles[0]) > self.max_batch_bytes:
+        bundles = [dumps(bundle)]
+        if self.send_mode == "bundle" and utf8_size(bundles[0]) > self.max_batch_bytes:
             try:
                 bundles = split_bundle(bundle["objects"], self.max_batch_bytes)
             except BundleTooLargeError as exc:
