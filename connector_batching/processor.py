@@ -140,19 +140,10 @@ class GenericBatchProcessor:
                     if len(items) >= self._batch_size:
                         self._process_locked()
                 return True
-        if (
-            self._plain
-            and type(item) is dict
-            and type(item.get("id")) is str
-            and type(item.get("type")) is str
-        ):
-            payload: Any = item
-            date: DateSpan = None
-        else:
-            prepared = self._prepare(item)
-            if prepared is None:
-                return False
-            payload, date = prepared
+        prepared = self._prepare(item)
+        if prepared is None:
+            return False
+        payload, date = prepared
         with self._lock:
             items = self._items
             if not items:

@@ -62,6 +62,19 @@ def _start_pausing(
     return proc, args, env, go
 
 
+def _run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The offline CLI to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "example_connector", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def _indicator_row_ids(out: Path) -> list[str]:
     ids = []
     for path in sorted(out.glob("*.json")):
@@ -90,15 +103,7 @@ def test_a_crash_inside_rows_of_one_second_loses_none(tmp_path: Path) -> None:
     assert not list(out.glob("*.part")) and not list(out.glob(".*"))
 
     env.pop("PAUSE_AT_ROW")
-    done = subprocess.run(
-        [sys.executable, "-m", "example_connector", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run_cli(args, tmp_path, env)
     assert done.returncode == 0, done.stderr
     assert set(_indicator_row_ids(out)) == {r[0] for r in rows}  # every row, the tie included
 
@@ -161,15 +166,7 @@ def test_signal_mid_run_flushes_saves_cursor_and_exits_0(
 
     # the next run picks up exactly where the stopped one left off
     env.pop("PAUSE_AT_ROW")
-    done = subprocess.run(
-        [sys.executable, "-m", "example_connector", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _run_cli(args, tmp_path, env)
     assert done.returncode == 0, done.stderr
     all_ids = []
     for path in sorted(out.glob("*.json")):
