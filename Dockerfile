@@ -1,11 +1,12 @@
-# URLhaus example connector (connector_batching), OpenCTI external-import convention.
-# Build from the repository root:  docker build -t connector-batching-urlhaus .
-FROM python:3.12-slim
+# URLhaus example connector (connector_batching), in the OpenCTI connector convention:
+# python:3.12-alpine, the connector under /opt/opencti-connector-*, /entrypoint.sh.
+# Build from the repository root:  docker build -t connector-urlhaus-batching:0.1.0 .
+FROM python:3.12-alpine
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    URLHAUS_OFFLINE_DIRECTORY=/data \
+    CONNECTOR_TYPE=EXTERNAL_IMPORT \
     URLHAUS_DEAD_LETTER_PATH=/data/dead_letters.db
 
 WORKDIR /opt/opencti-connector-urlhaus
@@ -14,13 +15,16 @@ WORKDIR /opt/opencti-connector-urlhaus
 COPY pyproject.toml README.md ./
 COPY connector_batching ./connector_batching
 COPY example_connector ./example_connector
+COPY entrypoint.sh /entrypoint.sh
 
+# Every dependency has a musllinux wheel: no compiler is installed.
 RUN pip install --no-cache-dir . \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin connector \
+    && adduser -D -H -u 10001 -s /sbin/nologin connector \
     && mkdir -p /data \
-    && chown connector /data
+    && chown connector /data \
+    && chmod 0755 /entrypoint.sh
 
-# A config.yml mounted here is read; environment variables override it.
+# A config.yml mounted in the working directory is read; environment variables override it.
 USER 10001
 
-ENTRYPOINT ["python", "-m", "example_connector"]
+ENTRYPOINT ["/entrypoint.sh"]

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo bench readme clean venv
+.PHONY: test lint typecheck pytest demo bench readme schema clean venv
 
 venv: $(STAMP)
 
@@ -31,6 +31,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# example connector: config schema (__metadata__), config.yml.sample and the docs table
+schema: $(STAMP)
+	$(BIN)/python -m example_connector.config_docs .
 
 readme:
 	$(PYTHON) scripts/sync_readme.py

@@ -3,14 +3,16 @@
 Without ``--offline`` the connector registers with OpenCTI and runs on pycti's
 scheduler every ``CONNECTOR_DURATION_PERIOD``.  With ``--offline DIR`` it runs
 once through a ``LocalWorkManager(DIR)`` (bundle files + ``state.db``), prints a
-summary table and exits.  ``URLHAUS_IMPORT_OFFLINE=true`` (a deployment without
-a platform) runs offline into ``URLHAUS_OFFLINE_DIRECTORY`` on the same schedule.
+summary table and exits.  ``CONNECTOR_BATCHING_OUTPUT_DIRECTORY=DIR`` (a
+deployment without a platform) writes bundle files to DIR on the same
+schedule, and says so at WARNING: nothing goes to OpenCTI then.
 SIGTERM / Ctrl-C stop reading, flush the current batch, save the cursor, close
 the works and exit 0.
 
 Dead letters are always on: offline in ``DIR/dead_letters.db``, online in
 ``URLHAUS_DEAD_LETTER_PATH``.  Log records are scrubbed of the token and of
-the secret parts of the feed and platform URLs (:mod:`example_connector.redaction`).
+the secret parts of the feed and platform URLs (the library's redaction,
+:mod:`example_connector.logs`).
 """
 
 from __future__ import annotations
@@ -19,51 +21,21 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
-from example_connector import redaction
 from example_connector.client import FeedError
 from example_connector.connector import URLhausConnector
+from example_connector.logs import ConnectorLog, install_redaction
+from example_connector.progress import ProgressBar
 from example_connector.settings import Settings, SettingsError, load_settings
+from example_connector.urls import secret_fragments
 
 #: File name of the dead-letter store inside an offline directory.
 DEAD_LETTERS_FILE = "dead_letters.db"
 
-log = logging.getLogger("example_connector")
-
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING}
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal stream, redrawn at most 10 times a second."""
-
-    def __init__(self, stream: TextIO, width: int = 30) -> None:
-        self.stream = stream
-        self.width = width
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self._drawn = False
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last_draw < 0.1:
-            return
-        self._last_draw = now
-        filled = int(self.width * done / total) if total else self.width
-        rate = done / (now - self.started) if now > self.started else 0.0
-        bar = "#" * filled + "." * (self.width - filled)
-        self.stream.write(f"\r[{bar}] {done}/{total} rows  {rate:,.0f} rows/s")
-        self.stream.flush()
-        self._drawn = True
-
-    def close(self) -> None:
-        """End the bar's line."""
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 def _positive_int(text: str) -> int:
@@ -88,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run once without OpenCTI, writing bundle files and state.db to DIR",
     )
-    parser.add_argument("--feed", metavar="PATH_OR_URL", help="feed to read (URLHAUS_FEED_URL)")
+    parser.add_argument("--feed", metavar="PATH_OR_URL", help="feed to read (URLHAUS_CSV_URL)")
     parser.add_argument(
         "--batch-size", type=_positive_int, metavar="N", help="rows per batch (URLHAUS_BATCH_SIZE)"
     )
@@ -103,10 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_secrets(settings: Settings) -> list[str]:
+    """What must never be logged: the token and the secret parts of the URLs."""
+    found: set[str] = set()
+    if settings.opencti.token is not None and settings.opencti.token.get_secret_value():
+        found.add(settings.opencti.token.get_secret_value())
+    if settings.opencti.url:
+        found.update(secret_fragments(settings.opencti.url))
+    found.update(secret_fragments(settings.urlhaus.csv_url))
+    return sorted(found, key=len, reverse=True)
+
+
 def _with_overrides(settings: Settings, feed: str | None, batch_size: int | None) -> Settings:
     updates: dict[str, object] = {}
     if feed:
-        updates["feed_url"] = feed
+        updates["csv_url"] = feed
     if batch_size:
         updates["batch_size"] = batch_size
     if not updates:
@@ -131,10 +114,8 @@ def _install_stop_handlers(
         if exit_when_idle and not connector.running.is_set():
             raise SystemExit(1 if connector.failed else 0)
         if first:
-            log.warning(
-                "%s received: stopping after the current batch",
-                signal.Signals(signum).name,
-            )
+            name = signal.Signals(signum).name
+            connector.log.warning(f"{name} received: stopping after the current batch")
 
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     for sig in previous:
@@ -157,18 +138,14 @@ def run_offline(settings: Settings, directory: str, *, period: float = 0) -> int
     from connector_batching.local import LocalWorkManager
 
     with LocalWorkManager(directory) as manager:  # closes works a killed run left open
-        if manager.interrupted_works_closed:
-            log.warning(
-                "closed %d works an interrupted run left in progress (status error, "
-                "'interrupted'); their rows are sent again",
-                manager.interrupted_works_closed,
-            )
         connector = URLhausConnector(
-            settings,
-            work_manager=manager,
-            logger=log,
-            dead_letter_path=manager.directory / DEAD_LETTERS_FILE,
+            settings, work_manager=manager, dead_letter_path=manager.directory / DEAD_LETTERS_FILE
         )
+        if manager.interrupted_works_closed:
+            connector.log.warning(
+                f"closed {manager.interrupted_works_closed} works an interrupted run left in "
+                "progress (status error, 'interrupted'); their rows are sent again"
+            )
         previous = _install_stop_handlers(connector, exit_when_idle=False)
         try:
             while True:
@@ -203,7 +180,10 @@ def run_online(settings: Settings) -> int:
     from pycti import OpenCTIConnectorHelper
 
     helper = OpenCTIConnectorHelper(settings.pycti_config())
-    connector = URLhausConnector(settings, helper=helper, logger=log)
+    install_redaction()  # pycti's JSON logging replaced the root handlers
+    connector = URLhausConnector(settings, helper=helper)
+    for notice in settings.notices:
+        connector.log.warning(notice)
     _install_stop_handlers(connector, exit_when_idle=True)
     helper.schedule_iso(connector.process, settings.connector.duration_period)
     return 1 if connector.failed else 0
@@ -224,6 +204,25 @@ def _check_dead_letter_path(path: str) -> None:
         ) from None
 
 
+def _warn_file_output(settings: Settings, directory: str) -> None:
+    """A start without ``--offline`` that writes files says so: nothing reaches OpenCTI."""
+    ignored = ", ".join(
+        name
+        for name, value in (
+            ("OPENCTI_URL", settings.opencti.url),
+            ("OPENCTI_TOKEN", settings.opencti.token),
+            ("CONNECTOR_ID", settings.connector.id),
+        )
+        if value
+    )
+    ConnectorLog().warning(
+        "File output configured (CONNECTOR_BATCHING_OUTPUT_DIRECTORY, "
+        "connector.batching_output_directory): bundles are written to files, nothing is sent "
+        "to OpenCTI" + (f"; {ignored} unused" if ignored else ""),
+        {"directory": directory},
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -233,18 +232,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     directory, period = args.offline, 0
-    if directory is None and settings.urlhaus.import_offline:
-        # deployed offline (URLHAUS_IMPORT_OFFLINE): on the connector's schedule
-        directory = settings.urlhaus.offline_directory
+    if directory is None and settings.output_directory is not None:
+        directory = settings.output_directory
         period = settings.connector.duration_seconds
-    level_name = args.log_level or ("warning" if directory else settings.connector.log_level)
+    level_name = args.log_level or ("warning" if args.offline else settings.connector.log_level)
     logging.basicConfig(
         level=_LEVELS.get(level_name, getattr(logging, level_name.upper(), logging.INFO)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    redaction.install(redaction.settings_secrets(settings))
+    install_redaction(settings_secrets(settings))
     if directory is not None:
+        if args.offline is None:
+            _warn_file_output(settings, directory)
+        for notice in settings.notices:
+            ConnectorLog().warning(notice)
         return run_offline(settings, directory, period=period)
     try:
         return run_online(settings)

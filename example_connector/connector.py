@@ -1,298 +1,81 @@
 """The URLhaus connector: feed rows → STIX groups → batches, with a safe cursor.
 
 A run reads the feed once.  Rows at or before the saved cursor (the latest
-delivered ``dateadded``) are skipped; the others are spooled to a temporary
-SQLite file and then delivered oldest first, so the cursor the engine saves
-after each batch never passes a row that is still to come — whatever order
-the feed is published in (URLhaus publishes newest first).  Memory stays
-bounded: rows stream from the feed to disk and from disk to the engine.
+delivered ``dateadded``; on a first run after the upstream connector, its
+``last_processed_entry``) are skipped, and so are rows whose ``url_status``
+is "offline" when ``URLHAUS_IMPORT_OFFLINE`` is false.  The others are
+spooled (:class:`~example_connector.spool.RowSpool`) and delivered oldest
+first, so the cursor the engine saves after each batch never passes a row
+still to come, whatever order the feed is published in.  Each run's works are
+named by its start time and batch number (``URLhaus run @ … — batch #3``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
-import sqlite3
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import format_instant
 from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.mixin import BatchingConnectorMixin
-from example_connector.client import FeedError, FeedReader, FeedRow, redact_url
+from example_connector.client import FeedError, FeedReader
 from example_connector.converter import URLhausConverter
+from example_connector.logs import ConnectorLog
+from example_connector.rows import FeedRow
 from example_connector.settings import Settings
+from example_connector.spool import RowSpool
+from example_connector.state import (
+    STATE_KEY,
+    UPSTREAM_STATE_KEY,
+    count_rows,
+    indicator_date,
+    row_ids,
+    upstream_cursor,
+)
+from example_connector.summary import RunSummary
+from example_connector.threats import ThreatResolver
+from example_connector.urls import redact_url
 
 __all__ = ["STATE_KEY", "RowSpool", "RunSummary", "URLhausConnector", "indicator_date"]
-
-#: State key of the cursor (latest delivered ``dateadded``).
-STATE_KEY = "urlhaus_last_dateadded"
 
 ProgressCallback = Callable[[int, int], None]
 
 
-def indicator_date(obj: Any) -> Any:
-    """Date extraction for the engine: an indicator's ``valid_from`` is its row's ``dateadded``.
-
-    Other members of a row's group (observable, relationship, author, marking)
-    carry no feed date.
-    """
-    if type(obj) is dict and obj.get("type") == "indicator":
-        return obj.get("valid_from")
-    return None
+def run_label(moment: dt.datetime) -> str:
+    """A run's start as it appears in its works' names: ``2026-12-02T10:00:00Z``."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _count_rows(payloads: list[Any]) -> int:
-    """Feed rows in normalised engine payloads: one indicator per row."""
-    return sum(
-        1
-        for payload in payloads
-        for obj in (payload if type(payload) is list else [payload])
-        if type(obj) is dict and obj.get("type") == "indicator"
-    )
+class _Delivery:
+    """What one run's delivery did; the processor's hook adds the rows delivered."""
 
+    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
+        self.total = total
+        self.progress = progress
+        self.rows_done = 0  # rows handed to the processor
+        self.rows_delivered = 0
+        self.objects_produced = 0
+        self.threat_links = 0
 
-def _row_ids(payloads: Iterable[Any]) -> set[str]:
-    """URLhaus ids (the indicators' ``external_id``) of the rows in ``payloads``."""
-    ids: set[str] = set()
-    for payload in payloads:
-        for obj in payload if type(payload) is list else [payload]:
-            if type(obj) is dict and obj.get("type") == "indicator":
-                for ref in obj.get("external_references") or ():
-                    if ref.get("source_name") == "urlhaus" and ref.get("external_id"):
-                        ids.add(str(ref["external_id"]))
-    return ids
-
-
-class RowSpool:
-    """A temporary on-disk table of feed rows, read back ordered by ``dateadded``.
-
-    With ``max_rows``, at most the ``max_rows`` oldest rows are kept (disk use
-    stays bounded whatever the feed's size): :meth:`finish` cuts at a
-    ``dateadded`` second, so the rows kept are exactly those before some
-    instant and a cursor at the last of them never passes a row left out.
-    """
-
-    _COLUMNS = "added, id_num, line, id, url, url_status, last_online, threat, tags, link, reporter"
-    _ORDER = "added, id_num, line"
-    _ORDER_DESC = "added DESC, id_num DESC, line DESC"
-
-    def __init__(self, max_rows: int | None = None) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="urlhaus-spool-")
-        self._db = sqlite3.connect(Path(self._tmp.name) / "spool.db")
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute(f"CREATE TABLE rows ({self._COLUMNS})")
-        self._pending: list[tuple[Any, ...]] = []
-        self._max_rows = max_rows
-        self._slack = 0 if max_rows is None else max(1000, max_rows // 4)
-        self._added = 0  # rows given to add()
-        self._stored = 0  # rows in the table
-        self._count = 0  # rows kept (after finish())
-        #: Rows left out by the ``max_rows`` limit (known after :meth:`finish`).
-        self.deferred = 0
-        #: The ``dateadded`` from which rows were left out, or ``None``.
-        self.deferred_from: dt.datetime | None = None
-
-    def add(self, row: FeedRow) -> None:
-        """Spool one row."""
-        self._pending.append(
-            (
-                row.dateadded.strftime("%Y-%m-%dT%H:%M:%S.%f"),
-                int(row.id) if row.id.isdigit() else None,
-                row.line_number,
-                row.id,
-                row.url,
-                row.url_status,
-                None if row.last_online is None else row.last_online.isoformat(),
-                row.threat,
-                json.dumps(row.tags),
-                row.urlhaus_link,
-                row.reporter,
-            )
-        )
-        self._added += 1
-        self._count = self._added
-        if len(self._pending) >= 1000:
-            self._write()
-
-    def _write(self) -> None:
-        if self._pending:
-            self._db.executemany(f"INSERT INTO rows VALUES ({', '.join('?' * 11)})", self._pending)
-            self._stored += len(self._pending)
-            self._pending.clear()
-        if self._max_rows is not None and self._stored > self._max_rows + 1 + self._slack:
-            self._keep_oldest(self._max_rows + 1)
-
-    def _keep_oldest(self, keep: int) -> None:
-        excess = self._stored - keep
-        if excess > 0:
-            self._db.execute(
-                "DELETE FROM rows WHERE rowid IN (SELECT rowid FROM rows"
-                f" ORDER BY {self._ORDER_DESC} LIMIT ?)",
-                (excess,),
-            )
-            self._stored = keep
-
-    def finish(self) -> int:
-        """Apply the row limit once every row was added; returns the rows kept."""
-        self._write()
-        if self._max_rows is not None and self._stored > self._max_rows:
-            self._keep_oldest(self._max_rows + 1)
-            (cut,) = self._db.execute(
-                f"SELECT added FROM rows ORDER BY {self._ORDER} LIMIT 1 OFFSET ?",
-                (self._max_rows,),
-            ).fetchone()
-            self._db.execute("DELETE FROM rows WHERE added >= ?", (cut,))
-            (self._stored,) = self._db.execute("SELECT COUNT(*) FROM rows").fetchone()
-            self.deferred = self._added - self._stored
-            self.deferred_from = dt.datetime.fromisoformat(cut).replace(tzinfo=dt.UTC)
-        self._count = self._stored
-        return self._count
-
-    def __len__(self) -> int:
-        return self._count
-
-    def rows(self) -> Iterator[FeedRow]:
-        """The spooled rows, oldest ``dateadded`` first (then by URLhaus id, line)."""
-        self._write()
-        query = f"SELECT {self._COLUMNS} FROM rows ORDER BY {self._ORDER}"
-        for (
-            added,
-            _num,
-            line,
-            row_id,
-            url,
-            status,
-            last,
-            threat,
-            tags,
-            link,
-            rep,
-        ) in self._db.execute(query):
-            yield FeedRow(
-                line_number=line,
-                id=row_id,
-                dateadded=dt.datetime.fromisoformat(added).replace(tzinfo=dt.UTC),
-                url=url,
-                url_status=status,
-                last_online=None if last is None else dt.datetime.fromisoformat(last),
-                threat=threat,
-                tags=tuple(json.loads(tags)),
-                urlhaus_link=link,
-                reporter=rep,
-            )
-
-    def close(self) -> None:
-        """Delete the spool."""
-        self._db.close()
-        self._tmp.cleanup()
-
-    def __enter__(self) -> RowSpool:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-@dataclass
-class RunSummary:
-    """What one run did."""
-
-    feed: str
-    cursor_before: str | None = None
-    cursor_after: str | None = None
-    rows_read: int = 0
-    rows_rejected: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    rows_skipped: int = 0
-    rows_deferred: int = 0
-    row_limit: int | None = None
-    rows_queued: int = 0
-    dead_letters_before: int = 0
-    dead_letters_resent: int = 0
-    dead_letters_remaining: int = 0
-    rows_delivered: int = 0
-    rows_failed: int = 0
-    objects_produced: int = 0
-    objects_sent: int = 0
-    batches: int = 0
-    failed_batches: int = 0
-    bundles_written: int | None = None
-    elapsed: float = 0.0
-    stopped: bool = False
-
-    @property
-    def rate(self) -> float:
-        """Delivered rows per second."""
-        return self.rows_delivered / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing failed for good."""
-        return self.failed_batches == 0 and self.rows_failed == 0
-
-    def table(self) -> str:
-        """The summary as an aligned two-column table."""
-        rejected = str(self.rows_rejected)
-        if self.rejected_by_reason:
-            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
-            rejected += f"  ({reasons})"
-        lines = [
-            ("feed", self.feed),
-            ("rows read", str(self.rows_read)),
-            ("rows rejected", rejected),
-            ("rows skipped (<= cursor)", str(self.rows_skipped)),
-        ]
-        if self.rows_deferred:
-            lines.append(
-                ("rows deferred (limit)", f"{self.rows_deferred}  (max {self.row_limit} per run)")
-            )
-        lines += [
-            ("rows delivered", f"{self.rows_delivered} of {self.rows_queued}"),
-            (
-                "dead letters",
-                f"{self.dead_letters_resent} re-sent, {self.dead_letters_remaining} remaining",
-            ),
-            ("rows failed", str(self.rows_failed)),
-            ("objects (sent)", f"{self.objects_produced} ({self.objects_sent})"),
-            ("batches (failed)", f"{self.batches} ({self.failed_batches})"),
-        ]
-        if self.bundles_written is not None:
-            lines.append(("bundles written", str(self.bundles_written)))
-        lines += [
-            ("cursor", f"{self.cursor_before or '-'} -> {self.cursor_after or '-'}"),
-            ("elapsed", f"{self.elapsed:.2f} s"),
-            ("rate", f"{self.rate:,.0f} rows/s"),
-        ]
-        if self.stopped:
-            lines.append(("stopped early", "yes (signal): rerun to continue"))
-        width = max(len(name) for name, _ in lines)
-        rule = "-" * min(72, width + 2 + max(len(value) for _, value in lines))
-        body = "\n".join(f"{name.ljust(width)}  {value}" for name, value in lines)
-        return f"{rule}\n{body}\n{rule}"
+    def on_delivered(self, items: list[Any], work_id: str) -> None:
+        self.rows_delivered += count_rows(items)
 
 
 class URLhausConnector(BatchingConnectorMixin):
     """External-import connector for URLhaus-format CSV feeds.
 
-    Online, pass the pycti ``helper`` (batches go through ``OpenCTIWorkManager``);
-    offline, pass ``work_manager=LocalWorkManager(directory)`` and no helper.
-    Set :attr:`stop_event` to stop a run early: reading stops, the current
-    batch is flushed and the cursor saved.
+    Online, pass the pycti ``helper`` (batches go through ``OpenCTIWorkManager``,
+    lines through ``helper.connector_logger``); offline, pass
+    ``work_manager=LocalWorkManager(directory)`` and no helper (lines go to
+    ``logger``, default the stdlib ``example_connector`` logger).  Set
+    :attr:`stop_event` to stop a run early: reading stops, the current batch
+    is flushed and the cursor saved.
 
     Dead letters are always on: the rows of a batch that fails for good are
     kept in the SQLite file ``dead_letter_path`` (default: the
@@ -315,7 +98,7 @@ class URLhausConnector(BatchingConnectorMixin):
         self.helper = helper
         if work_manager is not None:
             self.work_manager = work_manager
-        self.logger = logger or logging.getLogger("example_connector")
+        self.log = ConnectorLog(helper, logger)
         self.stop_event = stop_event or threading.Event()
         self.running = threading.Event()
         self.failed = False
@@ -328,21 +111,23 @@ class URLhausConnector(BatchingConnectorMixin):
         batch_size: int | None = None,
         *,
         on_delivered: Callable[[list[Any], str], Any] | None = None,
+        started: dt.datetime | None = None,
     ) -> GenericBatchProcessorConfig:
         """The engine configuration: the rows of one ``dateadded`` second count as one item.
 
-        ``on_delivered(items, work_id)`` runs after each delivered batch.  Every
-        batch carries the author and the marking (:meth:`_with_shared`), so a
-        batch of dead letters re-sent first by a new process — which has not
-        seen the author yet — is reference-complete too.
+        ``on_delivered(items, work_id)`` runs after each delivered batch; works
+        are named after ``started`` (default: now).  Every batch carries the
+        author and the marking (:meth:`_with_shared`), so a batch of dead
+        letters re-sent first by a new process is reference-complete too.
         """
         options = self.settings.urlhaus
+        label = run_label(started or dt.datetime.now(dt.UTC))
         return GenericBatchProcessorConfig(
             dead_letter_path=str(self.dead_letter_path),
             preprocessing_function=self._with_shared,
             postprocessing_function=on_delivered,
             batch_size=batch_size or options.batch_size,
-            work_name_template="URLhaus import batch #{batch_num}",
+            work_name_template=f"URLhaus run @ {label} — batch #{{batch_num}}",
             state_key=STATE_KEY,
             entity_type="indicator",
             display_name="URLhaus rows",
@@ -358,13 +143,40 @@ class URLhausConnector(BatchingConnectorMixin):
             return set()
         store = DeadLetterStore(self.dead_letter_path)
         try:
-            return _row_ids(payload for _row, payload, _span in store.load(STATE_KEY))
+            return row_ids(payload for _row, payload, _span in store.load(STATE_KEY))
         finally:
             store.close()
 
     def _with_shared(self, items: list[Any]) -> list[Any]:
         """A batch's items preceded by the author and the marking (one group)."""
         return [self.converter.shared_objects, *items]
+
+    def start_cursor(self) -> tuple[dt.datetime | None, str | None]:
+        """The cursor a run starts from, and the key it came from when not :data:`STATE_KEY`."""
+        cursor = self.get_cursor(STATE_KEY)
+        if cursor is not None:
+            return cursor, None
+        read = getattr(self.work_manager, "get_state", None)
+        upstream = upstream_cursor(read(UPSTREAM_STATE_KEY)) if callable(read) else None
+        if upstream is None:
+            return None, None
+        self.log.info(
+            "Continuing from the upstream URLhaus connector's state: rows added at or "
+            "before its last_processed_entry are skipped",
+            {"last_processed_entry": format_instant(upstream)},
+        )
+        return upstream, UPSTREAM_STATE_KEY
+
+    def _threats(self) -> ThreatResolver | None:
+        if not self.settings.urlhaus.threats_from_labels:
+            return None
+        if self.helper is None:
+            self.log.info(
+                "URLHAUS_THREATS_FROM_LABELS: no platform to look threats up (file output); "
+                "no threat relationships are made"
+            )
+            return None
+        return ThreatResolver(self.helper, self.log)
 
     def run_once(
         self,
@@ -381,23 +193,25 @@ class URLhausConnector(BatchingConnectorMixin):
         (default: the current time) plus ``future_date_margin`` are rejected.
         """
         options = self.settings.urlhaus
-        source = feed or options.feed_url
-        started = time.monotonic()
-        cursor = self.get_cursor(STATE_KEY)
-        summary = RunSummary(
-            feed=redact_url(source),
-            cursor_before=None if cursor is None else format_instant(cursor),
-            row_limit=options.max_rows_per_run,
-        )
-        reader = FeedReader(
-            source,
-            timeout=options.request_timeout,
-            retries=options.request_retries,
-            not_after=(now or dt.datetime.now(dt.UTC)) + options.future_margin,
-            logger=self.logger,
-        )
+        source = feed or options.csv_url
+        started, clock = now or dt.datetime.now(dt.UTC), time.monotonic()
         self.running.set()
         try:
+            cursor, cursor_source = self.start_cursor()
+            summary = RunSummary(
+                feed=redact_url(source),
+                started_at=run_label(started),
+                cursor_before=None if cursor is None else format_instant(cursor),
+                cursor_source=cursor_source,
+                row_limit=options.max_rows_per_run,
+            )
+            reader = FeedReader(
+                source,
+                timeout=options.request_timeout,
+                retries=options.request_retries,
+                not_after=started + options.future_margin,
+                log=self.log,
+            )
             dead_rows = self.dead_letter_rows()
             summary.dead_letters_before = len(dead_rows)
             with RowSpool(max_rows=options.max_rows_per_run) as spool:
@@ -407,10 +221,10 @@ class URLhausConnector(BatchingConnectorMixin):
                         break
                     if cursor is not None and row.dateadded <= cursor:
                         summary.rows_skipped += 1
-                        continue
-                    if row.id in dead_rows:  # re-sent from the dead letters
-                        continue
-                    spool.add(row)
+                    elif not options.import_offline and row.url_status.lower() == "offline":
+                        summary.rows_offline_skipped += 1
+                    elif row.id not in dead_rows:  # those are re-sent from the dead letters
+                        spool.add(row)
                 summary.rows_read = reader.stats.rows_read
                 summary.rows_rejected = reader.stats.rows_rejected
                 summary.rejected_by_reason = dict(reader.stats.rejected)
@@ -420,7 +234,7 @@ class URLhausConnector(BatchingConnectorMixin):
                     self._log_row_limit(spool, options.max_rows_per_run)
                 if not summary.stopped:
                     resend = bool(dead_rows) or self.dead_letter_path.exists()
-                    self._deliver(spool, summary, batch_size, progress, resend=resend)
+                    self._deliver(spool, summary, batch_size, progress, started, resend=resend)
             left = self.dead_letter_rows()
             summary.dead_letters_remaining = len(left)
             summary.dead_letters_resent = len(dead_rows - left)
@@ -428,38 +242,25 @@ class URLhausConnector(BatchingConnectorMixin):
             self.running.clear()
         cursor_after = self.get_cursor(STATE_KEY)
         summary.cursor_after = None if cursor_after is None else format_instant(cursor_after)
-        summary.elapsed = time.monotonic() - started
-        self.logger.info(
-            "URLhaus run done: %d rows read, %d rejected, %d skipped, %d delivered in %d "
-            "batches, %d failed; cursor %s",
-            summary.rows_read,
-            summary.rows_rejected,
-            summary.rows_skipped,
-            summary.rows_delivered,
-            summary.batches,
-            summary.rows_failed,
-            summary.cursor_after or "-",
-        )
+        summary.elapsed = time.monotonic() - clock
         return summary
 
     def _log_row_limit(self, spool: RowSpool, limit: int) -> None:
         kept_until = "-" if spool.deferred_from is None else format_instant(spool.deferred_from)
+        meta = {"limit": limit, "deferred_rows": spool.deferred, "from": kept_until}
         if len(spool) == 0:
-            self.logger.error(
-                "URLHAUS_MAX_ROWS_PER_RUN (%d) reached and more rows than that share the "
-                "second %s: nothing can be delivered without splitting it; raise "
+            self.log.error(
+                f"URLHAUS_MAX_ROWS_PER_RUN ({limit}) reached and more rows than that share the "
+                f"second {kept_until}: nothing can be delivered without splitting it; raise "
                 "URLHAUS_MAX_ROWS_PER_RUN (urlhaus.max_rows_per_run)",
-                limit,
-                kept_until,
+                meta,
             )
             return
-        self.logger.warning(
-            "URLHAUS_MAX_ROWS_PER_RUN (%d) reached: delivering the %d oldest new rows; "
-            "%d rows from %s on wait for the next run (the cursor stops before them)",
-            limit,
-            len(spool),
-            spool.deferred,
-            kept_until,
+        self.log.warning(
+            f"URLHAUS_MAX_ROWS_PER_RUN ({limit}) reached: delivering the {len(spool)} oldest "
+            f"new rows; {spool.deferred} rows from {kept_until} on wait for the next run "
+            "(the cursor stops before them)",
+            meta,
         )
 
     def _deliver(
@@ -468,90 +269,88 @@ class URLhausConnector(BatchingConnectorMixin):
         summary: RunSummary,
         batch_size: int | None,
         progress: ProgressCallback | None,
+        started: dt.datetime,
         *,
         resend: bool = False,
     ) -> None:
-        total = len(spool)
-        if total == 0 and not resend:
+        if len(spool) == 0 and not resend:
             return
-        delivered = [0]
-
-        def count_delivered(items: list[Any], work_id: str) -> None:
-            delivered[0] += _count_rows(items)
-
-        processor = self.create_batch_processor(
-            self.processor_config(batch_size, on_delivered=count_delivered), logger=self.logger
-        )
-        converter = self.converter
-        produced = done = 0
+        run = _Delivery(len(spool), progress)
+        threats = self._threats()
+        config = self.processor_config(batch_size, on_delivered=run.on_delivered, started=started)
+        processor = self.create_batch_processor(config, logger=self.log.target)
         pending: list[FeedRow] = []
-
-        def add_pending() -> None:
-            nonlocal produced, done
-            group = converter.group(pending)  # author and marking: see _with_shared
-            produced += len(group) + (len(converter.shared_objects) if done == 0 else 0)
-            done += len(pending)
-            pending.clear()
-            try:
-                processor.add_item(group)
-            except Exception as exc:  # a batch failed for good: its rows are kept as failed
-                self.logger.error("batch delivery failed for good: %s", exc)
-            if progress is not None:
-                progress(done, total)
-
         try:
             with processor:  # flushes and saves the cursor on exit, also on error
                 if resend:
                     self._resend_dead_letters(processor)
                 for row in spool.rows():
                     if pending and row.dateadded != pending[-1].dateadded:
-                        add_pending()  # rows of one second stay in one group
+                        self._add_group(processor, pending, run, threats)  # one second: one group
                         if self.stop_event.is_set():
                             summary.stopped = True
                             break
                     pending.append(row)
                 if pending:
-                    add_pending()
+                    self._add_group(processor, pending, run, threats)
         except Exception as exc:  # the final flush failed for good
-            self.logger.error("final batch delivery failed for good: %s", exc)
+            self.log.error(f"final batch delivery failed for good: {exc}")
         stats = processor.get_statistics()
-        summary.objects_produced = produced
-        summary.rows_delivered = delivered[0]
-        summary.rows_failed = _count_rows(processor.get_failed_items())
+        summary.objects_produced = run.objects_produced
+        summary.rows_delivered = run.rows_delivered
+        summary.rows_failed = count_rows(processor.get_failed_items())
         summary.objects_sent = stats.get("total_objects_sent", 0)
         summary.batches = stats["total_batches_processed"]
         summary.failed_batches = stats.get("failed_batches", 0)
+        summary.threat_links = None if threats is None else run.threat_links
+
+    def _add_group(
+        self,
+        processor: Any,
+        pending: list[FeedRow],
+        run: _Delivery,
+        threats: ThreatResolver | None,
+    ) -> None:
+        group = self.converter.group(pending, threats=threats)  # author, marking: _with_shared
+        shared = len(self.converter.shared_objects) if run.rows_done == 0 else 0
+        run.objects_produced += len(group) + shared
+        run.threat_links += len(group) - 3 * len(pending)  # 3 objects a row, the rest links
+        run.rows_done += len(pending)
+        pending.clear()
+        try:
+            processor.add_item(group)
+        except Exception as exc:  # a batch failed for good: its rows are kept as failed
+            self.log.error(f"batch delivery failed for good: {exc}")
+        if run.progress is not None:
+            run.progress(run.rows_done, run.total)
 
     def _resend_dead_letters(self, processor: Any) -> None:
         """Queue the earlier runs' dead letters ahead of the feed's rows."""
         try:
             requeued = processor.retry_failed()
         except Exception as exc:  # a full batch of them was sent at once and failed again
-            self.logger.error("re-sending dead letters failed for good: %s", exc)
+            self.log.error(f"re-sending dead letters failed for good: {exc}")
             return
-        self.logger.info("re-sending %d dead-letter items first", requeued)
+        self.log.info(f"re-sending {requeued} dead-letter items first", {"items": requeued})
 
     def process(self) -> None:
         """One scheduled run against OpenCTI (the ``schedule_iso`` callback).
 
         A feed that cannot be read is logged and retried at the next run; any
         other error marks the connector :attr:`failed` and propagates to pycti
-        (which stops the process).
+        (which stops the process).  The run's summary is logged once.
         """
         try:
             summary = self.run_once()
         except FeedError as exc:
-            self.logger.error("URLhaus run skipped, the next run retries: %s", exc)
+            self.log.error(f"URLhaus run skipped, the next run retries: {exc}")
             return
         except Exception:
             self.failed = True
             raise
-        if self.helper is not None:
-            message = (
-                f"{summary.rows_delivered} rows delivered in {summary.batches} batches, "
-                f"{summary.rows_rejected} rejected, {summary.rows_failed} failed; "
-                f"cursor {summary.cursor_after or '-'}"
-            )
-            self.helper.connector_logger.info(message)
+        if summary.ok:
+            self.log.info(summary.message(), summary.meta())
+        else:
+            self.log.warning(summary.message(), summary.meta())
         if self.stop_event.is_set():
             raise SystemExit(0)

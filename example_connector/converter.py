@@ -1,5 +1,8 @@
 """Feed row → STIX 2.1: URL observable, indicator, ``based-on`` relationship.
 
+With a threat lookup (``URLHAUS_THREATS_FROM_LABELS``) a row's tags that name
+threats on the platform add the relationships of
+:func:`~example_connector.threats.threat_relationships`.
 Objects are built as plain STIX 2.1 dicts (much faster than ``stix2`` objects)
 with the deterministic ids OpenCTI itself computes (pycti ``generate_id``
 helpers), so a row imported twice merges instead of duplicating.  Every object
@@ -12,13 +15,14 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pycti import Identity, Indicator, MarkingDefinition, StixCoreRelationship
 
-from example_connector.client import FeedRow
+from example_connector.rows import FeedRow
+from example_connector.threats import threat_relationships
 
 __all__ = [
     "TLP_LEVELS",
@@ -272,9 +276,32 @@ class URLhausConverter:
         }
         return [observable, indicator, relationship]
 
-    def group(self, rows: Sequence[FeedRow], *, with_shared: bool = False) -> RowGroup:
-        """The objects of ``rows`` as one group; ``with_shared`` prepends author and marking."""
+    def group(
+        self,
+        rows: Sequence[FeedRow],
+        *,
+        with_shared: bool = False,
+        threats: Callable[[Sequence[str]], list[str]] | None = None,
+    ) -> RowGroup:
+        """The objects of ``rows`` as one group; ``with_shared`` prepends author and marking.
+
+        ``threats(tags)`` gives the ids of the threats a row's tags name.
+        """
         objects = [*self.shared_objects] if with_shared else []
         for row in rows:
-            objects.extend(self.convert(row))
+            row_objects = self.convert(row)
+            objects.extend(row_objects)
+            if threats is not None and row.tags:
+                threat_ids = threats(row.tags)
+                if threat_ids:
+                    objects.extend(
+                        threat_relationships(
+                            row.dateadded,
+                            row_objects[1]["id"],
+                            row_objects[0]["id"],
+                            threat_ids,
+                            author_id=self.author["id"],
+                            markings=[self.marking["id"]],
+                        )
+                    )
         return RowGroup(rows, objects)

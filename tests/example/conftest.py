@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from example_connector.settings import SETTINGS
+from example_connector.config_docs import settings_info
 from tests.integration.conftest import amqp_url, broker, stub  # noqa: F401 - shared fixtures
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,8 +74,9 @@ def read_bundles(directory: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No connector variables in the environment; cwd is an empty temp dir."""
-    for doc in SETTINGS:
-        monkeypatch.delenv(doc.env, raising=False)
+    for setting in settings_info():
+        for name in (setting.env, *setting.aliases):
+            monkeypatch.delenv(name, raising=False)
     workdir = tmp_path / "cwd"
     workdir.mkdir()
     monkeypatch.chdir(workdir)

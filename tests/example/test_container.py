@@ -3,7 +3,9 @@
 No Docker engine runs on the development machines, so the image is not built;
 instead the files the Dockerfile copies are copied the same way into a temp
 build context and its ``pip`` commands run there in a new virtual environment,
-then the installed connector runs offline on its bundled sample feed.
+then the installed connector runs offline on its bundled sample feed through
+``entrypoint.sh``.  The Alpine base itself (musl wheels, BusyBox ``adduser``)
+is only exercised by a real ``docker build``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import venv
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import REPO
 
@@ -67,11 +70,31 @@ def test_hadolint_is_clean() -> None:
 def test_dockerfile_follows_the_connector_conventions() -> None:
     instructions = _instructions()
     froms = [args for kw, args in instructions if kw == "FROM"]
-    assert froms == ["python:3.12-slim"]
+    assert froms == ["python:3.12-alpine"]
     users = [args for kw, args in instructions if kw == "USER"]
     assert users and users[-1] not in ("root", "0")
     (entrypoint,) = [args for kw, args in instructions if kw == "ENTRYPOINT"]
-    assert json.loads(entrypoint) == ["python", "-m", "example_connector"]
+    assert json.loads(entrypoint) == ["/entrypoint.sh"]
+    assert ("COPY", "entrypoint.sh /entrypoint.sh") in instructions
+    envs = " ".join(args for kw, args in instructions if kw == "ENV")
+    assert "CONNECTOR_TYPE=EXTERNAL_IMPORT" in envs
+    # file output is never switched on by the image: it would bypass OpenCTI silently
+    assert "OUTPUT_DIRECTORY" not in envs and "URLHAUS_OFFLINE_DIRECTORY" not in envs
+    script = (REPO / "entrypoint.sh").read_text("utf-8")
+    assert script.startswith("#!/bin/sh\n")
+    assert 'exec python -m example_connector "$@"' in script
+    assert os.access(REPO / "entrypoint.sh", os.X_OK)
+
+
+def test_compose_file_is_one_connector_service() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text("utf-8"))
+    assert list(compose["services"]) == ["connector-urlhaus-batching"]
+    (service,) = compose["services"].values()
+    environment = dict(item.split("=", 1) for item in service["environment"])
+    assert environment["CONNECTOR_TYPE"] == "EXTERNAL_IMPORT"
+    assert "CONNECTOR_BATCHING_OUTPUT_DIRECTORY" not in environment  # OpenCTI, not files
+    full = yaml.safe_load((REPO / "docker-compose.full-stack.yml").read_text("utf-8"))
+    assert {"connector-urlhaus-batching", "opencti", "worker", "rabbitmq"} <= set(full["services"])
 
 
 @pytest.mark.slow
@@ -82,7 +105,7 @@ def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
     for keyword, args in _instructions():
         if keyword == "COPY":
             *sources, dest = shlex.split(args)
-            target = context / dest
+            target = context / dest.lstrip("/")  # "/entrypoint.sh": the context's root
             for source in sources:
                 origin = REPO / source
                 assert origin.exists(), f"the Dockerfile copies {source}, which is missing"
@@ -136,8 +159,10 @@ def test_dockerfile_install_steps_work_in_a_fresh_venv(tmp_path: Path) -> None:
         check=True,
     ).stdout.strip()
     assert sample.startswith(str(env_dir)), sample
+    # through the image's entrypoint script, as the container starts it
+    entrypoint = context / "entrypoint.sh"
     result = subprocess.run(
-        [str(bin_dir / "python"), "-m", "example_connector", "--offline", "out", "--feed", sample],
+        ["sh", str(entrypoint), "--offline", "out", "--feed", sample],
         cwd=run_dir,
         env=env,
         capture_output=True,

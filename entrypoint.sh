@@ -1,0 +1,6 @@
+#!/bin/sh
+# Start the URLhaus example connector (OpenCTI connector convention: the image's
+# ENTRYPOINT).  The working directory is the image's WORKDIR, where a mounted
+# config.yml is read; environment variables override it.  Arguments are passed
+# on (for example `--offline /data/out` for one run without a platform).
+exec python -m example_connector "$@"
