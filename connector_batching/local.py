@@ -7,10 +7,18 @@ so a crash never leaves a half-written bundle.  Works and state keys live in
 ``state.db`` (SQLite, WAL journal, one transaction per write).  The bundle files
 can be imported into OpenCTI as they are (Data → Import).
 
+A bundle file and its record (a row in ``state.db``) come together or not at
+all: a send that fails at any step (temporary file, ``fsync``, rename, directory
+``fsync``, commit) takes its file back before it raises, so the retry of a batch
+never leaves it in two files.
+
 Opening a directory also repairs what a killed process left behind: temporary
-files of a bundle being written are removed, and works still ``in_progress``
-(a process killed between opening a work and closing it) are closed with
-status ``error`` and the message ``"interrupted"`` (see
+files of a bundle being written are removed; unless ``close_interrupted`` is
+false, bundle files without a record (a process killed after the rename, before
+the commit: that send never returned, so the cursor did not move past its rows
+and the next run sends them again) are removed, and works still
+``in_progress`` (a process killed between opening a work and closing it) are
+closed with status ``error`` and the message ``"interrupted"`` (see
 :meth:`LocalWorkManager.close_interrupted_works`).
 """
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -36,6 +45,9 @@ __all__ = ["LocalWorkManager", "WorkRecord", "WorkStatus"]
 WorkStatus = Literal["in_progress", "complete", "error"]
 
 STATE_DB_NAME = "state.db"
+
+#: The name ``send_bundle`` gives a bundle file: time, bundle and work numbers, work id.
+_BUNDLE_FILE = re.compile(r"\d{8}T\d{12}Z_\d{8,}_w\d{6,}_[0-9a-f]{12}\.json")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS works (
@@ -103,7 +115,12 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+    """Write ``data`` to the new file ``path`` so that readers see all of it or nothing.
+
+    When it raises, nothing it wrote stays behind: neither the temporary file
+    nor, when the rename was done but the directory ``fsync`` failed, ``path``
+    itself (``path`` must not exist before the call).
+    """
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -115,7 +132,14 @@ def write_atomically(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_directory(path.parent)
+    try:
+        _fsync_directory(path.parent)
+    except BaseException:
+        # the rename may not be durable: the caller treats the write as failed and
+        # writes again, so this copy must go (or a batch would be in two files)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 class LocalWorkManager:
@@ -123,9 +147,11 @@ class LocalWorkManager:
 
     Thread-safe; use it as a context manager or call :meth:`close` when done.
     Opening removes temporary files a crash left behind and, unless
-    ``close_interrupted`` is false, closes the works a killed process left in
-    progress (:meth:`close_interrupted_works`), so one directory is meant for
-    one process at a time.
+    ``close_interrupted`` is false, the bundle files a killed process left
+    without their record and the works it left in progress
+    (:meth:`close_interrupted_works`), so one directory is meant for one
+    process at a time (open it with ``close_interrupted=False`` to read a
+    directory another process may be writing).
     """
 
     #: Message of the works closed by :meth:`close_interrupted_works`.
@@ -150,7 +176,11 @@ class LocalWorkManager:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+        #: Temporary files of interrupted writes removed when the directory was opened.
         self.stale_files_removed = self._remove_stale_temp_files()
+        #: Bundle files without a record (a send killed before its commit) removed
+        #: when the directory was opened.
+        self.unrecorded_files_removed = self._remove_unrecorded_files() if close_interrupted else 0
         #: Works found in progress and closed as interrupted when the directory was opened.
         self.interrupted_works_closed = self.close_interrupted_works() if close_interrupted else 0
 
@@ -158,10 +188,11 @@ class LocalWorkManager:
         """Close, with status ``error`` and ``message``, every work still in progress.
 
         Such works belong to a process that was killed between opening a work
-        and closing it (its batch was not delivered, or delivered without its
-        record: either way the cursor did not move past it, so the next run
-        sends those rows again in a new work).  Called when the directory is
-        opened; call it yourself only when no other process uses the directory.
+        and closing it (its batch was not delivered, or its file was written
+        but the work not closed: either way the cursor did not move past it, so
+        the next run sends those rows again in a new work).  Called when the
+        directory is opened; call it yourself only when no other process uses
+        the directory.
         Returns how many works were closed.
         """
         now = _iso(_now())
@@ -177,6 +208,28 @@ class LocalWorkManager:
         """Delete temporary files a crash left mid-write (never valid bundles)."""
         removed = 0
         for path in self._directory.glob(".*.json.*.part"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    def _remove_unrecorded_files(self) -> int:
+        """Delete the bundle files whose record was never committed.
+
+        Such a file is complete, but its ``send_bundle`` was killed before it
+        returned, so the batch was not delivered: the cursor did not move past
+        its rows and the next run sends them again (keeping the file would put
+        that batch in two files).  Files not named as ``send_bundle`` names them
+        are left alone.
+        """
+        with self._lock:
+            recorded = {
+                str(name) for (name,) in self._connection().execute("SELECT file_name FROM bundles")
+            }
+        removed = 0
+        for path in self._directory.glob("*.json"):
+            if path.name in recorded or not _BUNDLE_FILE.fullmatch(path.name):
+                continue
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1
@@ -237,8 +290,10 @@ class LocalWorkManager:
         """Write ``objects`` as one STIX 2.1 bundle file for ``work_id``.
 
         Nothing is written for an empty list.  Raises ``ValueError`` for an
-        unknown work id and ``OSError`` when the file cannot be written (no
-        partial file is left behind).
+        unknown work id, ``OSError`` when the file cannot be written and
+        ``sqlite3.Error`` when its record cannot be committed; whatever step
+        fails, neither the file nor its record is left behind, so a retry
+        leaves the batch in exactly one file.
         """
         if not objects:
             with self._lock:

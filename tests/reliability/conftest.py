@@ -27,6 +27,7 @@ __all__ = [
     "child_env",
     "indicator_row_ids",
     "make_feed_rows",
+    "read_bundle_records",
     "read_works",
     "record",
     "write_feed",
@@ -132,6 +133,18 @@ def read_works(directory: Path) -> list[tuple[str, str | None]]:
     finally:
         db.close()
     return [(str(status), message) for status, message in rows]
+
+
+def read_bundle_records(directory: Path) -> list[str]:
+    """File names of the bundles recorded in ``directory/state.db``, read directly."""
+    if not (directory / "state.db").exists():
+        return []
+    db = sqlite3.connect(directory / "state.db")
+    try:
+        rows = db.execute("SELECT file_name FROM bundles ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    return [str(name) for (name,) in rows]
 
 
 def read_state(directory: Path, key: str) -> str | None:
