@@ -17,7 +17,7 @@ from stix2patterns.v21.pattern import Pattern
 from stix2validator import validate_string
 
 from connector_batching.stix import bundle_json
-from example_connector.client import FeedError, FeedReader, parse_row, redact_url
+from example_connector.client import FeedError, FeedReader, parse_row
 from example_connector.converter import (
     URLhausConverter,
     escape_pattern_value,
@@ -25,6 +25,7 @@ from example_connector.converter import (
     url_as_uri,
     url_observable_id,
 )
+from example_connector.urls import redact_url, secret_fragments
 
 from .conftest import TRICKY_URLS, make_feed_rows, unescape_pattern_literal, write_feed
 
@@ -135,6 +136,33 @@ def test_http_errors_raise_feed_error_without_the_secret_path(
     assert "secret-key" not in str(caught.value)
     assert "127.0.0.1" in str(caught.value)
     assert redact_url("https://u:p@h.test:8443/k/recent.csv?key=1") == "https://h.test:8443/…"
+
+
+def test_log_records_are_scrubbed_by_the_librarys_filter(tmp_path: Path) -> None:
+    import importlib.util
+    import io
+    import logging
+
+    from connector_batching.redaction import RedactingFilter
+    from example_connector.logs import install_redaction
+
+    assert importlib.util.find_spec("example_connector.redaction") is None  # one implementation
+    url = "https://feeduser:feedpass-9f8e@feed.test/k/abcdef123456/recent.csv?key=zz-key-77"
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        install_redaction(["tok-7a6b5c4d", *secret_fragments(url)])
+        install_redaction()  # idempotent: one filter per handler
+        assert sum(isinstance(f, RedactingFilter) for f in handler.filters) == 1
+        logging.getLogger("urllib3.test").warning("GET %s failed; token %s", url, "tok-7a6b5c4d")
+    finally:
+        root.removeHandler(handler)
+    text = stream.getvalue()
+    for secret in ("feeduser", "feedpass-9f8e", "abcdef123456", "zz-key-77", "tok-7a6b5c4d"):
+        assert secret not in text, text
+    assert "GET " in text and "failed" in text
 
 
 def test_missing_file_raises_feed_error(tmp_path: Path) -> None:

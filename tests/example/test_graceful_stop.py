@@ -179,14 +179,19 @@ def test_signal_mid_run_flushes_saves_cursor_and_exits_0(
     assert sorted(all_ids) == sorted(r[0] for r in rows)  # each row once, none lost
 
 
-def test_deployed_offline_mode_runs_on_schedule_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variable", ["CONNECTOR_BATCHING_OUTPUT_DIRECTORY", "URLHAUS_OFFLINE_DIRECTORY"]
+)
+def test_file_output_runs_on_schedule_says_so_and_stops_on_sigterm(
+    tmp_path: Path, variable: str
+) -> None:
     rows = make_feed_rows(30)
     feed = write_feed(tmp_path / "feed.csv", rows)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
     env.update(
-        URLHAUS_IMPORT_OFFLINE="true",
-        URLHAUS_OFFLINE_DIRECTORY=str(tmp_path / "data"),
-        URLHAUS_FEED_URL=str(feed),
+        {variable: str(tmp_path / "data")},  # the variable or its earlier name (an alias)
+        OPENCTI_URL="http://opencti.test:8080",  # set, but unused: said at WARNING
+        URLHAUS_CSV_URL=str(feed),
         CONNECTOR_DURATION_PERIOD="PT1H",
         PYTHONPATH=str(REPO),
     )
@@ -209,5 +214,8 @@ def test_deployed_offline_mode_runs_on_schedule_and_stops_on_sigterm(tmp_path: P
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
+    (warning,) = [line for line in err.splitlines() if "File output configured" in line]
+    assert "WARNING" in warning and "nothing is sent to OpenCTI" in warning
+    assert "OPENCTI_URL unused" in warning
     with LocalWorkManager(tmp_path / "data") as manager:
         assert manager.get_state(STATE_KEY) == max(r[1] for r in rows).replace(" ", "T") + "Z"

@@ -3,11 +3,16 @@ the stub OpenCTI API and the real RabbitMQ broker (fixtures from tests/integrati
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pycti import MarkingDefinition
@@ -116,3 +121,117 @@ def test_sigterm_between_scheduled_runs_exits_0(stub: StubOpenCTI, tmp_path: Pat
             proc.communicate()
     assert proc.returncode == 0, err[-3000:]
     assert all(w.closed for w in stub.works_list())
+
+
+class _ThreatStub(StubOpenCTI):
+    """The stub platform, knowing one malware: the threat URLhaus rows tag as ``Mozi``."""
+
+    MOZI = "malware--3c6d0f2a-4a64-5b9e-9a2b-0d6e1f6c7b10"
+
+    def _op_StixDomainObjects(self, variables: dict[str, Any]) -> dict[str, Any]:
+        names = variables["filters"]["filters"][0]["values"]
+        edges = [] if names != ["Mozi"] else [{"node": {"id": "x", "standard_id": self.MOZI}}]
+        page = {"startCursor": None, "endCursor": None, "hasNextPage": False}
+        page |= {"hasPreviousPage": False, "globalCount": len(edges)}
+        return {"stixDomainObjects": {"edges": edges, "pageInfo": page}}
+
+
+@pytest.fixture
+def threat_stub(broker: str) -> Iterator[_ThreatStub]:
+    server = _ThreatStub(broker).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = []
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict):
+                lines.append(record)
+    return lines
+
+
+def test_an_upstream_environment_block_does_what_it_did_upstream(
+    threat_stub: _ThreatStub, tmp_path: Path
+) -> None:
+    """Upstream's variables and state, pointed at this connector: the same rows (offline ones
+    left out as asked), the same score, threat relationships, continuing upstream's cursor."""
+    stub = threat_stub
+    rows = make_feed_rows(ROWS)
+    feed = write_feed(tmp_path / "feed.csv", rows)
+    oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
+    upstream_cursor = dt.datetime.fromisoformat(oldest_first[9][1]).replace(tzinfo=dt.UTC)
+    stub.state = json.dumps(
+        {"last_run": "2025-01-01 00:00:00", "last_processed_entry": upstream_cursor.timestamp()}
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("URLHAUS_", "CONNECTOR_"))}
+    env.update(
+        OPENCTI_URL=stub.url,
+        OPENCTI_TOKEN=stub.token,
+        CONNECTOR_ID=stub.connector_id,
+        CONNECTOR_TYPE="EXTERNAL_IMPORT",
+        CONNECTOR_NAME="Abuse.ch URLhaus",
+        CONNECTOR_SCOPE="urlhaus",
+        CONNECTOR_CONFIDENCE_LEVEL="40",
+        CONNECTOR_UPDATE_EXISTING_DATA="false",
+        CONNECTOR_LOG_LEVEL="info",
+        CONNECTOR_DURATION_PERIOD="PT0S",  # run once (URLHAUS_INTERVAL is then ignored)
+        URLHAUS_CSV_URL=str(feed),
+        URLHAUS_DEFAULT_X_OPENCTI_SCORE="65",
+        URLHAUS_IMPORT_OFFLINE="false",
+        URLHAUS_THREATS_FROM_LABELS="true",
+        URLHAUS_INTERVAL="3",
+        OPENCTI_JSON_LOGGING="true",
+        PYTHONPATH=str(REPO),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "example_connector"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stub.token not in done.stdout + done.stderr
+
+    expected = [r for r in oldest_first[10:] if r[3] != "offline"]
+    sent = [obj for m in drain_queue(stub.amqp_url, stub.push_queue) for obj in m.objects]
+    indicators = [o for o in sent if o["type"] == "indicator"]
+    observables = {o["id"]: o for o in sent if o["type"] == "url"}
+    assert sorted(i["external_references"][0]["external_id"] for i in indicators) == sorted(
+        r[0] for r in expected
+    )
+    assert {i["x_opencti_score"] for i in indicators} == {65}
+    assert {o["x_opencti_score"] for o in observables.values()} == {65}
+    links = [o for o in sent if o.get("target_ref") == stub.MOZI]
+    tagged = [r for r in expected if "Mozi" in r[6].split(",")]
+    assert tagged and len(links) == 2 * len(tagged)
+    assert {o["relationship_type"] for o in links} == {"indicates", "related-to"}
+    lookups = [
+        c.variables["filters"]["filters"][0]["values"][0]
+        for c in stub.calls_of("StixDomainObjects")
+    ]
+    assert len(lookups) == len(set(lookups))  # each tag asked once per run
+
+    names = [w.name for w in stub.works_list()]
+    label = names[0].split(" — ")[0]
+    assert label.startswith("URLhaus run @ 20") and label.endswith("Z")
+    assert names == [f"{label} — batch #{n}" for n in range(1, len(names) + 1)]
+    state = stub.state_dict()
+    assert state[STATE_KEY] == max(r[1] for r in expected).replace(" ", "T") + "Z"
+    assert state["last_processed_entry"] == upstream_cursor.timestamp()  # left as it was
+
+    records = _json_lines(done.stderr + done.stdout)
+    summaries = [r for r in records if str(r.get("message", "")).startswith("URLhaus run done")]
+    assert len(summaries) == 1, summaries  # the summary, once
+    assert summaries[0]["attributes"]["rows_delivered"] == len(expected)
+    assert summaries[0]["attributes"]["cursor_source"] == "last_processed_entry"
+    notices = [r for r in records if "URLHAUS_INTERVAL" in str(r.get("message"))]
+    assert notices and notices[0]["level"] == "WARNING"
+    assert "deprecated" in notices[0]["message"]
