@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from example_connector.sections import field_extra
 from example_connector.settings import Settings
 
 __all__ = ["SettingInfo", "config_schema", "markdown_table", "sample_yaml", "settings_info"]
@@ -80,8 +81,7 @@ def settings_info() -> list[SettingInfo]:
         assert isinstance(model, type) and issubclass(model, BaseModel)
         properties = model.model_json_schema()["properties"]
         for key, field in model.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            raw = properties[key]
+            aliases, deprecated, required_online = field_extra(field)
             default = field.get_default(call_default_factory=True)
             found.append(
                 SettingInfo(
@@ -90,10 +90,10 @@ def settings_info() -> list[SettingInfo]:
                     key=key,
                     default=default,
                     description=field.description or "",
-                    aliases=tuple(str(a) for a in extra.get("aliases") or ()),
-                    deprecated=bool(extra.get("deprecated")),
-                    required_online=bool(extra.get("required_online")),
-                    schema=_property_schema(raw),
+                    aliases=aliases,
+                    deprecated=deprecated,
+                    required_online=required_online,
+                    schema=_property_schema(properties[key]),
                 )
             )
     return found

@@ -23,6 +23,7 @@ from pydantic import (
     field_serializer,
     field_validator,
 )
+from pydantic.fields import FieldInfo
 
 from example_connector.converter import TLP_LEVELS
 from example_connector.urls import redact_url
@@ -32,12 +33,21 @@ __all__ = [
     "ConnectorSettings",
     "OpenCTISettings",
     "UrlhausSettings",
+    "field_extra",
     "parse_duration",
 ]
 
 DEFAULT_FEED_URL = "https://urlhaus.abuse.ch/downloads/csv_recent/"
 
 _DURATION = TypeAdapter(dt.timedelta)
+
+
+def field_extra(field: FieldInfo) -> tuple[tuple[str, ...], bool, bool]:
+    """A field's ``(aliases, deprecated, required_online)`` from its schema extra."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    aliases = extra.get("aliases")
+    names = tuple(str(a) for a in aliases) if isinstance(aliases, list) else ()
+    return names, bool(extra.get("deprecated")), bool(extra.get("required_online"))
 
 
 def parse_duration(value: str) -> dt.timedelta:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
 
+from example_connector.sections import field_extra
 from example_connector.settings import Settings, SettingsError
 from example_connector.urls import redact_url
 
@@ -51,8 +52,7 @@ def aliases() -> dict[tuple[str, str], tuple[str, str]]:
         model = info.annotation
         assert isinstance(model, type) and issubclass(model, BaseModel)
         for key, field in model.model_fields.items():
-            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-            for env in extra.get("aliases") or ():
+            for env in field_extra(field)[0]:
                 alias_section, _, alias_key = str(env).lower().partition("_")
                 found[alias_section, alias_key] = (section, key)
     return found
