@@ -26,14 +26,13 @@ from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.mixin import BatchingConnectorMixin
 from example_connector.client import FeedError, FeedReader
 from example_connector.converter import URLhausConverter
+from example_connector.delivery import ProgressCallback, RunDelivery
 from example_connector.logs import ConnectorLog
-from example_connector.rows import FeedRow
 from example_connector.settings import Settings
 from example_connector.spool import RowSpool
 from example_connector.state import (
     STATE_KEY,
     UPSTREAM_STATE_KEY,
-    count_rows,
     indicator_date,
     row_ids,
     upstream_cursor,
@@ -44,27 +43,10 @@ from example_connector.urls import redact_url
 
 __all__ = ["STATE_KEY", "RowSpool", "RunSummary", "URLhausConnector", "indicator_date"]
 
-ProgressCallback = Callable[[int, int], None]
-
 
 def run_label(moment: dt.datetime) -> str:
     """A run's start as it appears in its works' names: ``2026-12-02T10:00:00Z``."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class _Delivery:
-    """What one run's delivery did; the processor's hook adds the rows delivered."""
-
-    def __init__(self, total: int, progress: ProgressCallback | None) -> None:
-        self.total = total
-        self.progress = progress
-        self.rows_done = 0  # rows handed to the processor
-        self.rows_delivered = 0
-        self.objects_produced = 0
-        self.threat_links = 0
-
-    def on_delivered(self, items: list[Any], work_id: str) -> None:
-        self.rows_delivered += count_rows(items)
 
 
 class URLhausConnector(BatchingConnectorMixin):
@@ -167,7 +149,8 @@ class URLhausConnector(BatchingConnectorMixin):
         )
         return upstream, UPSTREAM_STATE_KEY
 
-    def _threats(self) -> ThreatResolver | None:
+    def threat_resolver(self) -> ThreatResolver | None:
+        """A per-run threat lookup, when ``URLHAUS_THREATS_FROM_LABELS`` is on and a platform is."""
         if not self.settings.urlhaus.threats_from_labels:
             return None
         if self.helper is None:
@@ -234,7 +217,8 @@ class URLhausConnector(BatchingConnectorMixin):
                     self._log_row_limit(spool, options.max_rows_per_run)
                 if not summary.stopped:
                     resend = bool(dead_rows) or self.dead_letter_path.exists()
-                    self._deliver(spool, summary, batch_size, progress, started, resend=resend)
+                    run = RunDelivery(self, spool, progress)
+                    run.deliver(summary, batch_size, started, resend=resend)
             left = self.dead_letter_rows()
             summary.dead_letters_remaining = len(left)
             summary.dead_letters_resent = len(dead_rows - left)
@@ -262,76 +246,6 @@ class URLhausConnector(BatchingConnectorMixin):
             "(the cursor stops before them)",
             meta,
         )
-
-    def _deliver(
-        self,
-        spool: RowSpool,
-        summary: RunSummary,
-        batch_size: int | None,
-        progress: ProgressCallback | None,
-        started: dt.datetime,
-        *,
-        resend: bool = False,
-    ) -> None:
-        if len(spool) == 0 and not resend:
-            return
-        run = _Delivery(len(spool), progress)
-        threats = self._threats()
-        config = self.processor_config(batch_size, on_delivered=run.on_delivered, started=started)
-        processor = self.create_batch_processor(config, logger=self.log.target)
-        pending: list[FeedRow] = []
-        try:
-            with processor:  # flushes and saves the cursor on exit, also on error
-                if resend:
-                    self._resend_dead_letters(processor)
-                for row in spool.rows():
-                    if pending and row.dateadded != pending[-1].dateadded:
-                        self._add_group(processor, pending, run, threats)  # one second: one group
-                        if self.stop_event.is_set():
-                            summary.stopped = True
-                            break
-                    pending.append(row)
-                if pending:
-                    self._add_group(processor, pending, run, threats)
-        except Exception as exc:  # the final flush failed for good
-            self.log.error(f"final batch delivery failed for good: {exc}")
-        stats = processor.get_statistics()
-        summary.objects_produced = run.objects_produced
-        summary.rows_delivered = run.rows_delivered
-        summary.rows_failed = count_rows(processor.get_failed_items())
-        summary.objects_sent = stats.get("total_objects_sent", 0)
-        summary.batches = stats["total_batches_processed"]
-        summary.failed_batches = stats.get("failed_batches", 0)
-        summary.threat_links = None if threats is None else run.threat_links
-
-    def _add_group(
-        self,
-        processor: Any,
-        pending: list[FeedRow],
-        run: _Delivery,
-        threats: ThreatResolver | None,
-    ) -> None:
-        group = self.converter.group(pending, threats=threats)  # author, marking: _with_shared
-        shared = len(self.converter.shared_objects) if run.rows_done == 0 else 0
-        run.objects_produced += len(group) + shared
-        run.threat_links += len(group) - 3 * len(pending)  # 3 objects a row, the rest links
-        run.rows_done += len(pending)
-        pending.clear()
-        try:
-            processor.add_item(group)
-        except Exception as exc:  # a batch failed for good: its rows are kept as failed
-            self.log.error(f"batch delivery failed for good: {exc}")
-        if run.progress is not None:
-            run.progress(run.rows_done, run.total)
-
-    def _resend_dead_letters(self, processor: Any) -> None:
-        """Queue the earlier runs' dead letters ahead of the feed's rows."""
-        try:
-            requeued = processor.retry_failed()
-        except Exception as exc:  # a full batch of them was sent at once and failed again
-            self.log.error(f"re-sending dead letters failed for good: {exc}")
-            return
-        self.log.info(f"re-sending {requeued} dead-letter items first", {"items": requeued})
 
     def process(self) -> None:
         """One scheduled run against OpenCTI (the ``schedule_iso`` callback).
