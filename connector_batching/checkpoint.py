@@ -8,6 +8,9 @@ from typing import Any
 from connector_batching.batch import latest
 from connector_batching.cursor import CURSOR_STEP, format_instant
 
+#: The earliest instant a cursor can hold.
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+
 
 class Checkpoint:
     """Tracks the delivered dates and writes the cursor through a work manager.
@@ -34,7 +37,9 @@ class Checkpoint:
         candidate = self.delivered
         if floor is None:
             return candidate
-        limit = floor - CURSOR_STEP
+        # One step before the floor; at the earliest representable instant the
+        # floor itself (nothing can be earlier: the cursor stays as far back as it goes).
+        limit = floor - CURSOR_STEP if floor > EARLIEST else EARLIEST
         if candidate is not None and candidate > limit:
             return limit
         if candidate is None and self.committed is not None and self.committed > limit:

@@ -118,6 +118,20 @@ class DeadLetterStore:
         with self._lock:
             self._db.executemany("DELETE FROM dead_letters WHERE id = ?", [(r,) for r in row_ids])
 
+    def discard(self, state_key: str, keep: Iterable[int] = ()) -> int:
+        """Delete every row of ``state_key`` except the ``keep`` row ids; returns how many."""
+        kept = set(keep)
+        with self._lock:
+            ids = [
+                row_id
+                for (row_id,) in self._db.execute(
+                    "SELECT id FROM dead_letters WHERE state_key = ?", (state_key,)
+                )
+                if row_id not in kept
+            ]
+            self._db.executemany("DELETE FROM dead_letters WHERE id = ?", [(r,) for r in ids])
+        return len(ids)
+
     def load(self, state_key: str) -> list[tuple[int, Any, DateSpan]]:
         """All rows of ``state_key``, oldest first: (row id, payload, date span)."""
         with self._lock:

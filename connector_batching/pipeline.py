@@ -42,8 +42,13 @@ class BatchPipeline(Generic[T]):
         return self._in_flight
 
     def submit(self, batch: T) -> None:
-        """Queue ``batch``; call with the condition's lock held (never blocks)."""
-        if self._thread is None or not self._thread.is_alive():
+        """Queue ``batch``; call with the condition's lock held (never blocks).
+
+        A sender thread is started when none is running; a thread that decided
+        to stop has already cleared ``_thread`` under the lock, so a batch is
+        never queued behind a thread that is leaving.
+        """
+        if self._thread is None:
             self._closing = False
             self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
             self._thread.start()
@@ -74,7 +79,7 @@ class BatchPipeline(Generic[T]):
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        thread = self._thread
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
@@ -84,6 +89,7 @@ class BatchPipeline(Generic[T]):
                 while not self._queue and not self._closing:
                     self._cond.wait()
                 if not self._queue:
+                    self._thread = None  # decided under the lock: submit starts another
                     return
                 batch = self._queue.popleft()
             try:

@@ -138,7 +138,7 @@ class GenericBatchProcessor:
                     self._dates.append(None)
                     self._accepted += 1
                     if len(items) >= self._batch_size:
-                        self._process_locked()
+                        self._cut_full_batches()
                 return True
         prepared = self._prepare(item)
         if prepared is None:
@@ -156,7 +156,7 @@ class GenericBatchProcessor:
             if (self._auto_process and len(items) >= self._batch_size) or (
                 self._max_batch_age is not None and self._batch_is_stale()
             ):
-                self._process_locked()
+                self._cut_full_batches()
         if self._pipeline is not None:
             self._after_add()
         return True
@@ -200,36 +200,33 @@ class GenericBatchProcessor:
         return max(self._batch_size - len(self._items), 1)
 
     def _extend(self, payloads: list[Any], spans: list[DateSpan]) -> int:
-        """Append accepted items, processing each batch as it fills."""
+        """Accept ``payloads`` into the buffer, then deliver each full batch.
+
+        The whole chunk is accepted first: when a batch fails for good the
+        error is raised, and whatever was not cut yet stays buffered (pending,
+        holding the cursor) for the next batch.
+        """
         with self._lock:
-            start = 0
-            total = len(payloads)
-            while start < total:
-                items = self._items
-                if not items:
-                    self._start_batch()
-                take = total - start
-                if self._auto_process:
-                    take = min(take, max(self._batch_size - len(items), 0))
-                    if take == 0:
-                        self._process_locked()
-                        continue
-                end = start + take
-                items.extend(payloads[start:end])
-                part = spans[start:end]
-                self._dates.extend(part)
-                self._accepted += take
-                for span in part:
-                    if span is not None:
-                        self._note_date(span)
-                start = end
-                if (self._auto_process and len(items) >= self._batch_size) or (
-                    self._max_batch_age is not None and self._batch_is_stale()
-                ):
-                    self._process_locked()
+            if not self._items:
+                self._start_batch()
+            self._items.extend(payloads)
+            self._dates.extend(spans)
+            self._accepted += len(payloads)
+            for span in spans:
+                if span is not None:
+                    self._note_date(span)
+            self._cut_full_batches()
         if self._pipeline is not None:
             self._after_add()
-        return total
+        return len(payloads)
+
+    def _cut_full_batches(self) -> None:
+        """Deliver full batches from the buffer (and a stale one); lock held."""
+        while self._items and (
+            (self._auto_process and len(self._items) >= self._batch_size)
+            or (self._max_batch_age is not None and self._batch_is_stale())
+        ):
+            self._process_locked()
 
     def _prepare(self, item: Any) -> tuple[Any, DateSpan] | None:
         """Normalise, validate and date one item; None when it is rejected."""
@@ -307,7 +304,10 @@ class GenericBatchProcessor:
         self._raise_pipeline_error()
         with self._lock:
             batch = self._process_locked()
-        return self._settle(batch)
+        work_id = self._settle(batch)
+        if batch is None and self.config.empty_batch_behavior == "update_state":
+            self._checkpoint(final=True)
+        return work_id
 
     def flush(self) -> str | None:
         """Deliver whatever is in the current batch; None when there is nothing.
@@ -316,7 +316,9 @@ class GenericBatchProcessor:
         or failed, and raises the first failure not yet reported.
         """
         with self._lock:
-            batch = self._process_locked() if self._items else None
+            batch = None
+            while self._items:  # an oversized buffer is cut a batch at a time
+                batch = self._process_locked()
         return self._settle(batch)
 
     def process_if_due(self) -> str | None:
@@ -369,27 +371,29 @@ class GenericBatchProcessor:
     def _process_locked(self) -> Batch | None:
         """Cut the current batch and deliver it (or queue it when pipelined)."""
         if not self._items:
-            self._handle_empty_batch()
+            if self.config.empty_batch_behavior == "error":
+                raise self._error(f"Cannot process an empty batch of {self.config.display_name}")
             return None
         self._batch_num += 1
-        batch = Batch(self._batch_num, self._items, self._dates)
-        self._items, self._dates = [], []
-        self._batch_min = None
-        self._batch_started = None
+        size = self._batch_size
+        if self._auto_process and len(self._items) > size:
+            # An oversized buffer (retry_failed, a bulk add): one batch at a time,
+            # the rest stays buffered and keeps holding the cursor.
+            batch = Batch(self._batch_num, self._items[:size], self._dates[:size])
+            self._items, self._dates = self._items[size:], self._dates[size:]
+            self._batch_min = spans_start(self._dates)
+            self._batch_started = self._clock()
+        else:
+            batch = Batch(self._batch_num, self._items, self._dates)
+            self._items, self._dates = [], []
+            self._batch_min = None
+            self._batch_started = None
         self._in_flight[batch.number] = batch.min_date
         if self._pipeline is not None:
             self._pipeline.submit(batch)
         else:
             self._deliver(batch)
         return batch
-
-    def _handle_empty_batch(self) -> str | None:
-        behavior = self.config.empty_batch_behavior
-        if behavior == "error":
-            raise self._error(f"Cannot process an empty batch of {self.config.display_name}")
-        if behavior == "update_state":
-            self._write_cursor(self._final_cursor())
-        return None
 
     def _deliver(self, batch: Batch) -> str:
         """Send one batch with retries; book-keeping under the lock, I/O outside it
@@ -430,8 +434,13 @@ class GenericBatchProcessor:
             raise
         if error is not None and sent:
             # Delivered, but the work could not be marked processed.
-            assert work_id is not None
-            self._close_delivered(work_id, error)
+            assert work_id is not None and objects is not None
+            try:
+                self._close_delivered(work_id, error)
+            except BaseException:  # interrupted: the batch went out, account it
+                batch.work_id = work_id
+                self._succeed(batch, processed, objects, work_id, attempt)
+                raise
             error = None
         if error is None:
             assert work_id is not None and objects is not None
@@ -532,8 +541,20 @@ class GenericBatchProcessor:
         )
 
     def _fail(self, batch: Batch, work_id: str | None, reason: str) -> None:
-        if work_id is not None:
-            self._close_in_error(work_id, reason)
+        """Keep the batch's items as failed, close its work in error, hold the cursor.
+
+        The items are booked first, so an interrupt during the close loses nothing.
+        """
+        try:
+            self._book_failure(batch, reason)
+        finally:
+            try:
+                if work_id is not None:
+                    self._close_in_error(work_id, reason)
+            finally:
+                self._checkpoint()
+
+    def _book_failure(self, batch: Batch, reason: str) -> None:
         with self._lock:
             self._in_flight.pop(batch.number, None)
             self._batches_failed += 1
@@ -546,7 +567,6 @@ class GenericBatchProcessor:
                 f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
                 f"for good ({reason}); kept as failed items, cursor held"
             )
-        self._checkpoint()
 
     def _persist_dead_letters(self, batch: Batch, reason: str) -> None:
         store = self._dead_letters
@@ -572,29 +592,49 @@ class GenericBatchProcessor:
             try:
                 store.remove(rows)
             except Exception as exc:
-                self.logger.error(f"Dead-letter store {store.path} could not be updated: {exc!r}")
+                self._store_error(store, exc)
 
-    def _close_delivered(self, work_id: str, error: Exception) -> None:
-        """Last try to close a work whose bundle went out; in error if that fails too."""
+    def _store_error(self, store: DeadLetterStore, exc: Exception) -> None:
+        self.logger.error(f"Dead-letter store {store.path} could not be updated: {exc!r}")
+
+    def _close_delivered(self, work_id: str, error: BaseException) -> None:
+        """Last try to close a work whose bundle went out; in error if that fails too.
+
+        Interrupted (Ctrl-C), the work is still closed, then the interrupt re-raised.
+        """
         try:
             self.work_manager.work_to_process(work_id=work_id)
         except Exception:
             self._close_in_error(work_id, f"delivered, but closing the work failed: {error}")
+        except BaseException as interrupt:
+            self._close_in_error(work_id, f"delivered; interrupted: {type(interrupt).__name__}")
+            raise
 
     def _close_in_error(self, work_id: str, message: str) -> None:
+        """Close a work in error: two tries; an interrupt during a try is re-raised
+        after the work was closed (or both tries were spent)."""
         manager = self.work_manager
+        interrupt: BaseException | None = None
+        last: BaseException | None = None
         for _ in range(2):
             try:
                 if self._error_closing:
                     manager.work_to_process(work_id=work_id, in_error=True, message=message)
                 else:
                     manager.work_to_process(work_id=work_id)
-                return
+                last = None
+                break
             except Exception as exc:
                 last = exc
-        with self._lock:
-            self._close_errors += 1
-        self.logger.error(f"Work {work_id} could not be closed: {last!r}")
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit
+                last = interrupt = interrupt or exc
+                message = f"interrupted: {type(exc).__name__}"
+        if last is not None:
+            with self._lock:
+                self._close_errors += 1
+            self.logger.error(f"Work {work_id} could not be closed: {last!r}")
+        if interrupt is not None:
+            raise interrupt
 
     def _error(
         self, message: str, *, batch_number: int | None = None, work_id: str | None = None
@@ -632,13 +672,14 @@ class GenericBatchProcessor:
             return None  # nothing dated was delivered: keep the stored cursor
         return utc_now()
 
-    def _checkpoint(self) -> None:
-        """Write the safe cursor.  Pipelined, the write (a platform call) happens
-        outside the processor's lock; writes stay ordered under their own lock."""
+    def _checkpoint(self, *, final: bool = False) -> None:
+        """Write the safe cursor (``final``: the end-of-run cursor).  Pipelined, the
+        write (a platform call) happens outside the processor's lock; every write
+        is computed and made under one write lock, so writes never overlap."""
         guard = self._write_lock if self._pipeline is not None else self._lock
         with guard:
             with self._lock:
-                cursor = self._safe_cursor()
+                cursor = self._final_cursor() if final else self._safe_cursor()
             self._write_cursor(cursor)
 
     def _write_cursor(self, cursor: dt.datetime | None) -> None:
@@ -671,7 +712,10 @@ class GenericBatchProcessor:
 
         Raises ``ValueError`` when the value is not a date.
         """
-        instant = parse_instant(date_str)
+        try:
+            instant = parse_instant(date_str)
+        except OverflowError as exc:  # out of the representable range
+            raise ValueError(f"set_latest_date: {date_str!r} is out of range") from exc
         if instant is None:
             raise ValueError(f"set_latest_date needs a date, got {date_str!r}")
         with self._lock:
@@ -695,6 +739,16 @@ class GenericBatchProcessor:
         with self._lock:
             if self._dead_rows:
                 self._forget_dead_letters(self._failed)
+            store = self._dead_letters
+            if store is not None:  # earlier runs' rows not re-queued: discarded too
+                try:
+                    store.discard(self.config.state_key, keep=set(self._dead_rows.values()))
+                except Exception as exc:
+                    self.logger.error(
+                        f"Dead-letter store {store.path} could not be updated: {exc!r}"
+                    )
+                else:
+                    self._dead_floor = None
             self._failed.clear()
             self._failed_dates.clear()
             self._failed_min = None
@@ -719,27 +773,19 @@ class GenericBatchProcessor:
                 self._dead_floor = None
             if not payloads:
                 return 0
-            # Ahead of anything already waiting in the current batch.
+            # Ahead of anything already waiting in the current batch; full
+            # batches are cut from the buffer, the rest waits there (holding the
+            # cursor) even when one of them fails again.
             if any(type(p) is list for p in payloads):
                 self._groups_seen = True
+            if not self._items:
+                self._start_batch()
             self._items[:0] = payloads
             self._dates[:0] = spans
-            if len(self._items) == len(payloads):
-                self._start_batch()
             for span in spans:
                 if span is not None:
                     self._note_date(span)
-            while self._auto_process and len(self._items) >= self._batch_size:
-                head, head_dates = self._items, self._dates
-                self._items = head[: self._batch_size]
-                self._dates = head_dates[: self._batch_size]
-                rest, rest_dates = head[self._batch_size :], head_dates[self._batch_size :]
-                self._batch_min = spans_start(self._dates)
-                self._process_locked()
-                self._items, self._dates = rest, rest_dates
-                self._batch_min = spans_start(rest_dates)
-                if rest:
-                    self._start_batch()
+            self._cut_full_batches()
         if self._pipeline is not None:
             self._after_add()
         return len(payloads)

@@ -24,9 +24,11 @@ _KEY_KINDS: dict[str, int] = {}
 _PLAIN_KEYS: set[str] = set()
 
 
-def _key_kind(key: str) -> int:
+def _key_kind(key: Any) -> int:
     kind = _KEY_KINDS.get(key)
     if kind is None:
+        if type(key) is not str:
+            return 0  # not a STIX property name, so not a reference
         if key.endswith("_ref"):
             kind = 1
         elif key.endswith("_refs"):
@@ -46,8 +48,13 @@ def _collect(value: Any, kind: int, out: set[str]) -> None:
             out.add(value)
     elif isinstance(value, list | tuple):
         for ref in value:
-            if kind == 3:
-                ref = fields_of(ref).get("marking_ref")
+            if kind == 3:  # granular markings: {"marking_ref": ..., "selectors": [...]}
+                if isinstance(ref, dict):
+                    ref = ref.get("marking_ref")
+                elif isinstance(ref, str):
+                    continue  # malformed entry: not a reference
+                else:
+                    ref = getattr(ref, "marking_ref", None)
             elif not isinstance(ref, str):
                 ref = getattr(ref, "id", None)  # stix2 accepts objects in *_refs
             if isinstance(ref, str):
@@ -122,7 +129,7 @@ def _dict_references(obj: Any, wanted: set[str]) -> None:
         kind = _key_kind(key)
         if kind:
             _collect(obj[key], kind, wanted)
-        elif len(plain) < 10_000:
+        elif len(plain) < 10_000 and type(key) is str:
             plain.add(key)
 
 

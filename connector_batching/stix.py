@@ -68,6 +68,10 @@ def normalize_item(item: object) -> Any:
             ) from exc
         return _check_converted(item, result)
     if _is_stix_like(item):
+        try:  # its fields must be readable, or it can be neither sent nor kept
+            fields_of(item)
+        except TypeError as exc:
+            raise ItemRejected("not_stix", str(exc)) from exc
         return item
     raise ItemRejected(
         "not_stix",
@@ -123,14 +127,33 @@ def object_type(obj: Any) -> str:
 
 
 def fields_of(obj: Any) -> Mapping[str, Any]:
-    """The properties of a STIX dict, stix2 object or plain object."""
+    """The properties of a STIX dict, stix2 object or plain object.
+
+    Plain objects may be ordinary instances, ``__slots__`` classes (slotted
+    dataclasses included) or named tuples.  Raises ``TypeError`` for an
+    object whose fields cannot be read.
+    """
     if type(obj) is dict:
         return obj
     if isinstance(obj, _STIXBase):
         return obj._inner  # type: ignore[no-any-return]
     if isinstance(obj, Mapping):
         return obj
-    return {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+    as_dict = getattr(obj, "_asdict", None)  # a named tuple
+    if callable(as_dict) and isinstance(obj, tuple):
+        return dict(as_dict())
+    fields: dict[str, Any] = {}
+    for klass in reversed(type(obj).__mro__):
+        slots = klass.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if not name.startswith("_") and hasattr(obj, name):
+                fields[name] = getattr(obj, name)
+    try:
+        fields.update((k, v) for k, v in vars(obj).items() if not k.startswith("_"))
+    except TypeError:
+        if not fields:
+            raise TypeError(f"{type(obj).__name__} exposes no readable fields") from None
+    return fields
 
 
 def _plain(value: Any) -> Any:

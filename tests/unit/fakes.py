@@ -32,10 +32,12 @@ class RecordingWorkManager:
 
     ``fail`` maps an operation name (initiate, send, close, state) to a
     predicate on the call number of that operation (1-based); a true answer
-    makes that call raise :class:`InjectedFault`.
+    makes that call raise :class:`InjectedFault`.  ``interrupt`` is the same
+    for ``KeyboardInterrupt`` (Ctrl-C arriving during that call).
     """
 
     fail: dict[str, Callable[[int], bool]] = field(default_factory=dict)
+    interrupt: dict[str, Callable[[int], bool]] = field(default_factory=dict)
     works: dict[str, Work] = field(default_factory=dict)
     delivered: list[tuple[str, list[Any]]] = field(default_factory=list)
     state: dict[str, str] = field(default_factory=dict)
@@ -48,6 +50,9 @@ class RecordingWorkManager:
         with self.lock:
             n = self.calls.get(operation, 0) + 1
             self.calls[operation] = n
+        stop = self.interrupt.get(operation)
+        if stop is not None and stop(n):
+            raise KeyboardInterrupt(f"{operation} call {n} interrupted")
         predicate = self.fail.get(operation)
         if predicate is not None and predicate(n):
             raise InjectedFault(f"{operation} call {n} failed")
