@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,7 @@ __all__ = [
     "read_bundle_records",
     "read_works",
     "record",
+    "run_until",
     "write_feed",
 ]
 
@@ -98,6 +102,48 @@ def child_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
+
+
+SLOW_RUN = Path(__file__).with_name("slow_run.py")
+
+
+def run_until(
+    workdir: Path, args: list[str], event: str, n: int, **env: str
+) -> subprocess.CompletedProcess[bytes] | None:
+    """Run the CLI (through ``slow_run.py``) until its ``n``-th ``event``, then SIGKILL it.
+
+    Returns ``None`` once the process was killed at that event, or the finished
+    process when the run ended before the event happened.  The kill point is
+    the event itself; the only clock is a safety net against a hung child.
+    """
+    ready = workdir / f"paused-{event}-{n}"
+    ready.unlink(missing_ok=True)
+    out_path, err_path = workdir / "child.out", workdir / "child.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:  # files: a pipe can fill up
+        proc = subprocess.Popen(
+            [sys.executable, str(SLOW_RUN), *args],
+            env=child_env(PAUSE_AT=f"{event}:{n}", PAUSE_READY=str(ready), **env),
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 300  # a hang, not a slow machine
+            while not ready.exists() and proc.poll() is None:
+                assert time.monotonic() < deadline, f"neither {event} {n} nor the end came"
+                time.sleep(0.01)
+            if not ready.exists():  # the run ended before the event
+                return subprocess.CompletedProcess(
+                    proc.args, proc.returncode, out_path.read_bytes(), err_path.read_bytes()
+                )
+            proc.send_signal(signal.SIGKILL)  # no handler, no flush, no cleanup
+            proc.wait(timeout=60)
+            assert proc.returncode == -signal.SIGKILL
+            return None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def cli(*args: str) -> list[str]:

@@ -1,11 +1,14 @@
 """SIGKILL at random points of a long offline run, restart, repeat; then a clean run.
 
-The real CLI runs in a subprocess (through ``slow_run.py``, which only makes
-``LocalWorkManager.send_bundle`` sleep a little so kills land mid-run).  After
-every kill the directory is checked as a restarted process would find it; at
-the end the union of the delivered rows must be the feed's good rows, with the
-cursor at the latest of them.  The kill times come from a seeded random, so a
-failure reproduces (``CRASH_SEED`` overrides the seed).
+The real CLI runs in a subprocess (through ``slow_run.py``, whose hooks on the
+real ``LocalWorkManager`` stop it at a chosen event: the directory opened, a
+work created, a send begun, a file written before its record, a work about to
+be closed, a cursor about to be written).  The event and its occurrence come
+from a seeded random, so a failure reproduces (``CRASH_SEED`` overrides the
+seed); the kill lands on that event whatever the machine's speed.  After every
+kill the directory is checked as a restarted process would find it; at the end
+the union of the delivered rows must be the feed's good rows, with the cursor
+at the latest of them.
 """
 
 from __future__ import annotations
@@ -13,10 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -34,16 +34,30 @@ from .conftest import (
     read_state,
     read_works,
     record,
+    run_until,
     summary_table,
     write_feed,
 )
 
-SLOW_RUN = Path(__file__).with_name("slow_run.py")
 SEED = int(os.environ.get("CRASH_SEED", "20261129"))
 ROWS = 3000
 BATCH = 40
 KILLS = 6
-SLOW_SEND = 0.01
+#: Where a run can be killed (events of ``slow_run.py``) and which occurrences of
+#: each: few enough that every run reaches them (a run sends at least 20 batches here).
+KILL_POINTS: dict[str, tuple[int, int]] = {
+    "open": (1, 1),
+    "recover": (1, 1),
+    "initiate_work": (1, 8),
+    "send_bundle": (1, 8),
+    "write": (1, 8),
+    "work_to_process": (1, 8),
+    "update_state": (1, 8),
+}
+#: With every 5th send failing: kill after the 5th send, so each run leaves dead letters.
+KILL_POINTS_AFTER_A_FAILURE = {
+    event: (6, 12) for event in ("initiate_work", "send_bundle", "write", "work_to_process")
+}
 
 
 def _feed_rows() -> list[list[str]]:
@@ -71,41 +85,22 @@ def _kill_repeatedly(
     args: list[str],
     rows: list[list[str]],
     kills: int,
-    **hooks: str,
-) -> int:
-    """Start the slow CLI ``kills`` times, SIGKILL each at a random point; returns the
-    number of runs actually killed (a run may end before its kill time)."""
+    kill_points: dict[str, tuple[int, int]],
+    **env: str,
+) -> list[str]:
+    """Start the CLI ``kills`` times, SIGKILL each at an event chosen by ``rng``
+    among ``kill_points`` (which event, which occurrence of it); returns the
+    events, as ``event:N``."""
     out = Path(args[1])
-    started = tmp_path / "sending"
-    env = child_env(SLOW_SEND_SECONDS=str(SLOW_SEND), SEND_STARTED=str(started), **hooks)
-    killed = 0
+    points: list[str] = []
     for _ in range(kills):
-        started.unlink(missing_ok=True)
-        proc = subprocess.Popen(
-            [sys.executable, str(SLOW_RUN), *args],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if rng.random() < 0.3:  # while starting, reading the feed or converting
-            delay = rng.uniform(0.2, 1.8)
-        else:  # while batches are being sent
-            deadline = time.monotonic() + 60
-            while not started.exists() and proc.poll() is None:
-                assert time.monotonic() < deadline, "the run never started sending"
-                time.sleep(0.005)
-            delay = rng.uniform(0.0, 0.6)
-        try:
-            proc.wait(timeout=delay)
-            # the run ended before its kill time (1: a batch failed for good)
-            assert proc.returncode in ((0, 1) if "FAIL_EVERY" in hooks else (0,))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            killed += 1
+        event = rng.choice(sorted(kill_points))
+        n = rng.randint(*kill_points[event])
+        ended = run_until(tmp_path, args, event, n, **env)
+        assert ended is None, f"the run ended before {event} {n}: {ended}"
+        points.append(f"{event}:{n}")
         _check_directory(out, rows)
-    return killed
+    return points
 
 
 def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> None:
@@ -114,8 +109,8 @@ def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> N
     feed = write_feed(tmp_path / "feed.csv", rows)  # with the malformed rows
     out = tmp_path / "out"
     args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
-    killed = _kill_repeatedly(rng, tmp_path, args, rows, KILLS)
-    assert killed >= KILLS // 2, "most kills must land mid-run"
+    points = _kill_repeatedly(rng, tmp_path, args, rows, KILLS, KILL_POINTS)
+    killed = len(points)
 
     done = subprocess.run(
         cli(*args), env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -141,8 +136,10 @@ def test_random_sigkills_then_a_clean_run_deliver_every_row(tmp_path: Path) -> N
     assert duplicates <= killed * per_batch
     record(
         "06",
-        f"SIGKILL at {KILLS} random points (seeded) of a {ROWS}-row run, batches of "
-        f"{BATCH}, restarted each time, then a clean run",
+        f"SIGKILL at {KILLS} points of a {ROWS}-row run, batches of {BATCH}, restarted "
+        "each time, then a clean run; each point an event chosen at random (seeded): the "
+        "directory opened, its recovery, a work created, a send begun, a file written "
+        "before its record, a work about to be closed, a cursor about to be written",
         "after each kill every bundle file parses and the cursor passes no undelivered "
         "row; each restart closes the works left in progress (`interrupted`) and resumes "
         "after the last checkpoint, re-sending at most the batch in flight; the clean "
@@ -159,9 +156,17 @@ def test_random_sigkills_while_batches_fail_and_dead_letters_are_resent(tmp_path
     feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
     out = tmp_path / "out"
     args = ["--offline", str(out), "--feed", str(feed), "--batch-size", str(BATCH)]
-    killed = _kill_repeatedly(rng, tmp_path, args, rows, 4, FAIL_EVERY="5", URLHAUS_MAX_RETRIES="0")
+    _kill_repeatedly(
+        rng,
+        tmp_path,
+        args,
+        rows,
+        4,
+        KILL_POINTS_AFTER_A_FAILURE,
+        FAIL_EVERY="5",
+        URLHAUS_MAX_RETRIES="0",
+    )
     assert dead_letter_count(out / "dead_letters.db") > 0  # failures were kept
-    assert killed >= 2, "most kills must land mid-run"
 
     done = subprocess.run(
         cli(*args), env=child_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -182,8 +187,9 @@ def test_random_sigkills_while_batches_fail_and_dead_letters_are_resent(tmp_path
     assert_reference_complete(out)
     record(
         "07",
-        "every 5th send fails for good (`max_retries=0`) and SIGKILL at 4 random points "
-        "(seeded) of a 1500-row run, restarted each time, then a clean run",
+        "every 5th send fails for good (`max_retries=0`) and SIGKILL at 4 events chosen at "
+        "random (seeded, after the 5th send) of a 1500-row run, restarted each time, then "
+        "a clean run",
         "failed batches go to `dead_letters.db` and hold the cursor; each restart re-sends "
         "them first (and may be killed while doing it: they stay stored until delivered); "
         "the clean run empties the store, every row is delivered, no work in progress, "

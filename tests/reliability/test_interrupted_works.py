@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
-
-import pytest
 
 from connector_batching.local import LocalWorkManager
 from example_connector.connector import STATE_KEY
@@ -23,11 +18,10 @@ from .conftest import (
     read_state,
     read_works,
     record,
+    run_until,
     summary_table,
     write_feed,
 )
-
-SLOW_RUN = Path(__file__).with_name("slow_run.py")
 
 
 def test_opening_closes_works_left_in_progress(tmp_path: Path) -> None:
@@ -47,26 +41,10 @@ def test_opening_closes_works_left_in_progress(tmp_path: Path) -> None:
         assert manager.close_interrupted_works() == 0  # idempotent
 
 
-def _kill_at_send(tmp_path: Path, args: list[str], send: int, **hooks: str) -> None:
-    """Run the CLI until its ``send``-th ``send_bundle`` blocks, then SIGKILL it."""
-    ready = tmp_path / "ready"
-    ready.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        [sys.executable, str(SLOW_RUN), *args],
-        env=child_env(PAUSE_AT_SEND=str(send), PAUSE_READY=str(ready), **hooks),
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before send {send} ({proc.returncode})")
-        assert time.monotonic() < deadline, f"send {send} never started"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)  # no handler, no flush, no cleanup
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+def _kill_at(tmp_path: Path, args: list[str], event: str, n: int) -> None:
+    """Run the CLI until its ``n``-th ``event`` (see ``slow_run.py``), then SIGKILL it."""
+    ended = run_until(tmp_path, args, event, n)
+    assert ended is None, f"the run ended before {event} {n} ({ended and ended.returncode})"
 
 
 def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Path) -> None:
@@ -74,7 +52,7 @@ def test_sigkill_mid_send_leaves_a_work_that_the_next_start_closes(tmp_path: Pat
     feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
     out = tmp_path / "out"
     args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
-    _kill_at_send(tmp_path, args, 4)
+    _kill_at(tmp_path, args, "send_bundle", 4)
 
     works = read_works(out)
     assert [s for s, _ in works] == ["complete"] * 3 + ["in_progress"]
@@ -108,7 +86,7 @@ def test_sigkill_after_the_file_before_its_record_resends_that_batch_once(
     feed = write_feed(tmp_path / "feed.csv", rows, malformed=False)
     out = tmp_path / "out"
     args = ["--offline", str(out), "--feed", str(feed), "--batch-size", "10"]
-    _kill_at_send(tmp_path, args, 4, PAUSE_AFTER_WRITE="1")
+    _kill_at(tmp_path, args, "write", 4)
 
     # batch 4's file is complete, but its record and the cursor never got committed
     oldest_first = sorted(rows, key=lambda r: (r[1], int(r[0])))
