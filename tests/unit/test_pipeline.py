@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -44,7 +46,7 @@ class GatedManager(RecordingWorkManager):
 
     def send_bundle(self, work_id: str, objects: list[Any]) -> None:
         self.sending.set()
-        assert self.gate.wait(10), "test never opened the gate"
+        assert self.gate.wait(60), "test never opened the gate"
         super().send_bundle(work_id, objects)
 
 
@@ -52,7 +54,7 @@ def test_producer_keeps_adding_while_a_batch_is_sending() -> None:
     manager = GatedManager()
     processor = GenericBatchProcessor(config(), manager)
     processor.add_items([item(1), item(2)])  # batch 1 cut and handed to the sender
-    assert manager.sending.wait(5)
+    assert manager.sending.wait(60)
     processor.add_items([item(3), item(4), item(5)])  # batch 2 queued, 5 pending
     assert manager.delivered == []  # nothing delivered yet, and we were not blocked
     assert "cursor" not in manager.state
@@ -63,23 +65,46 @@ def test_producer_keeps_adding_while_a_batch_is_sending() -> None:
     processor.close()
 
 
+def _waiting_in(thread: threading.Thread, function: str) -> bool:
+    """Whether ``thread`` is blocked in a ``threading`` wait called from ``function``."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    names: list[str] = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return bool(names) and names[0] == "wait" and function in names
+
+
 def test_back_pressure_blocks_the_producer_beyond_the_limit() -> None:
     manager = GatedManager()
     processor = GenericBatchProcessor(config(max_in_flight_batches=1), manager)
     done = threading.Event()
+    taken: list[int] = []
+
+    def items() -> Iterator[dict[str, Any]]:
+        for n in range(1, 9):  # four batches
+            taken.append(n)
+            yield item(n)
 
     def produce() -> None:
-        processor.add_items(item(n) for n in range(1, 9))  # four batches
+        processor.add_items(items())
         done.set()
 
-    producer = threading.Thread(target=produce)
+    producer = threading.Thread(target=produce, daemon=True)
     producer.start()
-    assert manager.sending.wait(5)
-    time.sleep(0.2)
-    assert not done.is_set()  # blocked: one sending + one queued is the limit
+    assert manager.sending.wait(60)
+    # the event: the producer blocks in a wait inside add_items, or it ends (a failure)
+    deadline = time.monotonic() + 60  # against a hang only
+    while not done.is_set() and not _waiting_in(producer, "add_items"):
+        assert time.monotonic() < deadline, "the producer neither blocked nor finished"
+        time.sleep(0.001)
+    assert not done.is_set(), "the producer was not held back"
+    # blocked: batch 1 sending, batch 2 queued is the limit; the rest is not even read
+    assert max(taken) <= 6
+    assert manager.delivered == []
     assert processor.get_statistics()["current_batch_size"] <= 2
     manager.gate.set()
-    producer.join(10)
+    producer.join(60)
     assert done.is_set()
     processor.close()
     assert len(manager.delivered_ids()) == 8
