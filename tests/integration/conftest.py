@@ -31,8 +31,8 @@ def amqp_url() -> str:
 def broker(amqp_url: str) -> str:
     """The broker URL once the broker answered; skip (or fail when required) if not."""
     params = pika.URLParameters(amqp_url)
-    params.socket_timeout = 3
-    params.blocked_connection_timeout = 3
+    params.socket_timeout = 30  # against a black-holed host only: a loaded machine is slow
+    params.blocked_connection_timeout = 30
     params.connection_attempts = 1
     try:
         pika.BlockingConnection(params).close()

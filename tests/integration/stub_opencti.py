@@ -5,8 +5,9 @@ It answers the operations a real ``pycti.OpenCTIConnectorHelper`` sends
 ``workAdd``, ``addExpectations``, ``workToProcessed``, ...), records every call,
 the works and the connector state, and — like the platform — declares the
 connector's push exchange and queue in RabbitMQ.  Faults can be injected:
-GraphQL errors, HTTP 5xx or a late answer (the client times out, the platform
-still does the work) on a named operation N times, latency per call, and the
+GraphQL errors, HTTP 5xx or a late answer (the platform does the work and
+answers only once the client has timed out and closed the connection) on a
+named operation N times, latency per call, and the
 push-queue size reported by ``GetConnector`` (for back-pressure).  Works can be
 listed (``works`` query, filtered by connector and status, paginated) and the
 connector state reset as from the UI (the next ping answers the reset state
@@ -20,10 +21,12 @@ import contextlib
 import datetime as dt
 import json
 import re
+import select
+import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -106,7 +109,9 @@ class StubOpenCTI:
         self.state_history: list[str | None] = []
         self.latency = 0.0
         self.operation_latency: dict[str, float] = {}
-        self.fault_delay = 1.0  # seconds a "timeout" fault holds the answer back
+        #: The longest a "timeout" fault holds its answer back waiting for the client
+        #: to give up (a safety net: the client's own timeout ends the wait).
+        self.fault_delay = 60.0
         #: Complete works as the platform does: only when the messages the workers
         #: imported (``report_imported``) equal the work's expectations.  Off: a work
         #: is complete as soon as its connector marks it processed.
@@ -179,8 +184,9 @@ class StubOpenCTI:
         """The next ``times`` calls of ``operation`` fail.
 
         ``graphql``: a GraphQL error; ``http_500``: an HTTP 500; ``timeout``: the
-        platform does the work but answers only after ``fault_delay`` seconds
-        (set the client's request timeout below it); ``echo``: an HTTP 502 whose body
+        platform does the work but answers only once the client has given up and
+        closed the connection (at most ``fault_delay`` seconds; set a client
+        request timeout); ``echo``: an HTTP 502 whose body
         echoes the request headers, token included (as some proxies' error pages do).
         """
         if kind not in FAULT_KINDS:
@@ -213,8 +219,9 @@ class StubOpenCTI:
             self.works[work.id] = work
         return work
 
-    def wait_for(self, condition: Any, what: str, timeout: float = 15.0) -> None:
-        """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` s."""
+    def wait_for(self, condition: Any, what: str, timeout: float = 60.0) -> None:
+        """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` s
+        (a safety net against a hang: the verdict is the condition, not the time)."""
         deadline = time.monotonic() + timeout
         while not condition():
             if time.monotonic() > deadline:
@@ -246,8 +253,14 @@ class StubOpenCTI:
     # -- request handling --------------------------------------------------------
 
     def handle(
-        self, query: str, variables: dict[str, Any], headers: dict[str, str] | None = None
+        self,
+        query: str,
+        variables: dict[str, Any],
+        headers: dict[str, str] | None = None,
+        client_gone: Callable[[float], bool] | None = None,
     ) -> tuple[int, dict[str, Any] | str]:
+        """Answer one GraphQL request.  ``client_gone(limit)`` blocks until the client
+        closed its connection or ``limit`` seconds passed (used by "timeout" faults)."""
         match = _OPERATION.match(query)
         operation = match.group(1) if match else "anonymous"
         delay = self.latency + self.operation_latency.get(operation, 0.0)
@@ -261,8 +274,11 @@ class StubOpenCTI:
         if delay > 0:
             time.sleep(delay)
         status, body = self._answer(operation, variables, fault)
-        if fault == "timeout":  # the work is done; the answer comes too late
-            time.sleep(self.fault_delay)
+        if fault == "timeout":  # the work is done; the answer comes once the client left
+            if client_gone is None:
+                time.sleep(self.fault_delay)
+            else:
+                client_gone(self.fault_delay)
         return status, body
 
     def _answer(
@@ -526,9 +542,25 @@ class _Handler(BaseHTTPRequestHandler):
             return
         variables = request.get("variables") or {}
         status, body = self.owner.handle(
-            request.get("query", ""), variables, headers=dict(self.headers.items())
+            request.get("query", ""),
+            variables,
+            headers=dict(self.headers.items()),
+            client_gone=self._client_gone,
         )
         self._reply(status, body)
+
+    def _client_gone(self, limit: float) -> bool:
+        """Block until the client closes the connection (True) or ``limit`` s pass."""
+        sock = self.connection
+        deadline = time.monotonic() + limit
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sock], [], [], left)
+            if readable:
+                try:
+                    return sock.recv(1, socket.MSG_PEEK) == b""
+                except OSError:
+                    return True
+        return False
 
 
 # -- reading the push queue as the OpenCTI worker does ---------------------------------

@@ -177,7 +177,7 @@ class TcpProxy:
                 client.close()
                 continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = socket.create_connection(self.target, timeout=30)  # a hang only
                 upstream.settimeout(None)
             except OSError:
                 client.close()
