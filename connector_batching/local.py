@@ -326,14 +326,14 @@ class LocalWorkManager:
                     " bundle_count = bundle_count + 1, updated_at = ? WHERE id = ?",
                     (count, _iso(moment), work_id),
                 )
-                write_atomically(self._directory / file_name, payload)
-                path = self._directory / file_name
+                path = self._directory / file_name  # a new name: nothing there to lose
+                write_atomically(path, payload)
                 db.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 if path is not None:  # the record is rolled back: take the file back too
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError):  # (not written: nothing to remove)
                         path.unlink()
                 raise
 
