@@ -184,8 +184,15 @@ def test_a_file_that_could_not_be_taken_back_is_removed_at_the_next_open(
 ) -> None:
     """The directory fsync fails and so does the unlink of the file: the file stays,
     without a record, until the directory is opened again."""
+    real_unlink = os.unlink
+
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        if str(path).endswith(".json"):  # the bundle file cannot be removed (EIO)
+            raise OSError(5, "Input/output error (injected)")
+        real_unlink(path, *args, **kwargs)
+
     monkeypatch.setattr(os, "fsync", _FailOnce(os.fsync, _is_directory))
-    monkeypatch.setattr(os, "unlink", _FailOnce(os.unlink, lambda *a, **k: True))
+    monkeypatch.setattr(os, "unlink", unlink)
     with LocalWorkManager(tmp_path) as manager:
         work_id = manager.initiate_work("Batch #1", "indicator")
         with pytest.raises(OSError):
