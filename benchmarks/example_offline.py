@@ -27,8 +27,8 @@ NAME = "example_offline"
 PARTS: dict[str, list[tuple[str, str]]] = {
     "parse": [("example_connector/client.py", "rows")],
     "spool": [
-        ("example_connector/connector.py", "add"),
-        ("example_connector/connector.py", "rows"),
+        ("example_connector/spool.py", "add"),
+        ("example_connector/spool.py", "rows"),
     ],
     "convert": [("example_connector/converter.py", "group")],
     "serialise": [("connector_batching/stix.py", "bundle_json")],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:]*:[^\s/@]*@")
@@ -69,6 +69,15 @@ def redact(text: str, secrets: Sequence[str] = ()) -> str:
     return _URL_CREDENTIALS.sub(r"\1***:***@", text)
 
 
+def register_secrets(secrets: Iterable[str | None]) -> list[str]:
+    """Add ``secrets`` to those :class:`RedactingFilter` removes from every record;
+    returns the ones kept (strings of at least ``MIN_SECRET_LENGTH`` characters)."""
+    kept = [v for v in secrets if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH]
+    if not _KNOWN_SECRETS.issuperset(kept):
+        _KNOWN_SECRETS.update(kept)
+    return kept
+
+
 def helper_secrets(helper: Any) -> list[str]:
     """The secrets a pycti helper holds, registered for :class:`RedactingFilter`."""
     found = [getattr(helper, "opencti_token", None)]
@@ -79,10 +88,7 @@ def helper_secrets(helper: Any) -> list[str]:
         connection = config.get("connection")
         if isinstance(connection, Mapping):
             found.append(connection.get("pass"))
-    secrets = [v for v in found if isinstance(v, str) and len(v) >= MIN_SECRET_LENGTH]
-    if not _KNOWN_SECRETS.issuperset(secrets):
-        _KNOWN_SECRETS.update(secrets)
-    return secrets
+    return register_secrets(found)
 
 
 def install_log_redaction(helper: Any) -> None:

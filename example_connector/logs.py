@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from types import SimpleNamespace
 from typing import Any
 
-from connector_batching.redaction import RedactingFilter, helper_secrets
+from connector_batching.redaction import RedactingFilter, register_secrets
 
 __all__ = ["LOGGER_NAME", "ConnectorLog", "install_redaction", "register_secrets"]
 
@@ -73,17 +72,6 @@ class ConnectorLog:
     def error(self, message: str, meta: Meta | None = None) -> None:
         """Something failed."""
         self._write("error", message, meta)
-
-
-def register_secrets(secrets: Iterable[str]) -> None:
-    """Add ``secrets`` to the ones the library's :class:`RedactingFilter` removes.
-
-    The library registers the secrets a pycti helper holds
-    (:func:`~connector_batching.redaction.helper_secrets`); a plain string is
-    registered the same way, as the token of a helper-shaped holder.
-    """
-    for secret in secrets:
-        helper_secrets(SimpleNamespace(opencti_token=secret))
 
 
 def install_redaction(secrets: Iterable[str] = ()) -> None:

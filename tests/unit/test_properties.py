@@ -288,7 +288,12 @@ class ProcessorMachine(RuleBasedStateMachine):
         out = []
         for seconds in dates:
             self.next_id += 1
-            date = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+            # -1: the earliest instant there is (Go's zero time, .NET's MinValue)
+            date = (
+                dt.datetime.min.replace(tzinfo=dt.UTC)
+                if seconds < 0
+                else dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+            )
             obj = {
                 "type": "x-item",
                 "id": f"x-item--{self.next_id:08d}-0000-4000-8000-000000000000",
@@ -326,7 +331,7 @@ class ProcessorMachine(RuleBasedStateMachine):
         with contextlib.suppress(Exception, KeyboardInterrupt):
             call()
 
-    @rule(dates=st.lists(st.integers(0, 3600), min_size=1, max_size=6))
+    @rule(dates=st.lists(st.integers(-1, 3600), min_size=1, max_size=6))
     def add_one_by_one(self, dates: list[int]) -> None:
         assert self.processor is not None
         self._add(self._items(dates), bulk=False)
@@ -384,6 +389,9 @@ class ProcessorMachine(RuleBasedStateMachine):
         for _row, payload, _span in DeadLetterStore(self._dead_path()).load("cursor"):
             self.discarded.add(payload["id"])
         self.processor.clear_failed_items()
+        left = {p["id"] for _r, p, _s in DeadLetterStore(self._dead_path()).load("cursor")}
+        assert not left & self.discarded, "cleared dead letters are still stored"
+        assert self.processor.get_statistics()["dead_letters"] == 0
         with self.manager.lock:
             for oid in self.discarded:
                 self.manager.pending.pop(oid, None)
