@@ -21,6 +21,7 @@ import pytest
 from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
 from connector_batching.cursor import parse_instant
 from tests.unit.fakes import InjectedFault, RecordingWorkManager, member_ids
+from tests.unit.test_processor import item
 
 
 def config(**overrides: Any) -> GenericBatchProcessorConfig:
@@ -34,14 +35,6 @@ def config(**overrides: Any) -> GenericBatchProcessorConfig:
         "retry_delay": 0.0,
     }
     return GenericBatchProcessorConfig(**{**base, **overrides})
-
-
-def item(n: int, date: str | None = None, **extra: Any) -> dict[str, Any]:
-    obj: dict[str, Any] = {"type": "x-item", "id": f"x-item--{n:08d}-0000-4000-8000-000000000000"}
-    if date is not None:
-        obj["modified"] = date
-    obj.update(extra)
-    return obj
 
 
 def day(n: int) -> str:
