@@ -36,7 +36,7 @@ def spans_start(spans: list[DateSpan]) -> dt.datetime | None:
 class Batch:
     """Items cut for delivery, with their date spans and the range they cover."""
 
-    __slots__ = ("dates", "items", "max_date", "min_date", "number", "work_id")
+    __slots__ = ("dates", "items", "max_date", "min_date", "number", "rows", "work_id")
 
     def __init__(self, number: int, items: list[Any], dates: list[DateSpan]) -> None:
         self.number = number
@@ -46,3 +46,4 @@ class Batch:
         self.min_date = min(span[0] for span in spans) if spans else None
         self.max_date = max(span[1] for span in spans) if spans else None
         self.work_id: str | None = None
+        self.rows: list[int | None] = []  # dead-letter rows, parallel to items (or empty)

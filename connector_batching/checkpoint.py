@@ -1,28 +1,65 @@
-"""The cursor: how far delivered data reaches, and what was last written."""
+"""The cursor: how far delivered data reaches, the safe and final rules, the writes.
+
+The cursor written is the latest delivered date that passes no undelivered
+item: at most one microsecond before the earliest undelivered date (the
+*floor*, from the ledger).  It may move back when an older item fails after a
+newer checkpoint was written.  Writes are made one at a time under the
+checkpoint's own lock, in the order they were computed, and a write equal to
+the last one is skipped.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from connector_batching.batch import latest
-from connector_batching.cursor import CURSOR_STEP, format_instant
+from connector_batching.cursor import CURSOR_STEP, format_instant, utc_now
+from connector_batching.retry import TWO_TRIES
 
 #: The earliest instant a cursor can hold.
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 
-class Checkpoint:
-    """Tracks the delivered dates and writes the cursor through a work manager.
+def safe_cursor(
+    delivered: dt.datetime | None, committed: dt.datetime | None, floor: dt.datetime | None
+) -> dt.datetime | None:
+    """The furthest cursor that passes no undelivered date (``floor``).
 
-    The cursor written is the latest delivered date that passes no undelivered
-    item: at most one microsecond before the earliest undelivered date (the
-    *floor*).  It may move back when an older item fails after a newer
-    checkpoint was written.
+    ``None``: nothing to write.  At the earliest representable instant the
+    floor itself is the limit (nothing can be earlier).
     """
+    if floor is None:
+        return delivered
+    limit = floor - CURSOR_STEP if floor > EARLIEST else EARLIEST
+    if delivered is not None and delivered > limit:
+        return limit
+    if delivered is None and committed is not None and committed > limit:
+        return limit
+    return delivered
 
-    def __init__(self, state_key: str) -> None:
+
+def final_cursor(safe: dt.datetime | None, *, dated: bool, undelivered: bool) -> dt.datetime | None:
+    """The end-of-run cursor: the safe one; without dates and with everything
+    delivered, the current time (the seed's behaviour); else nothing."""
+    if safe is not None:
+        return safe
+    if dated or undelivered:
+        return None  # nothing dated was delivered: keep the stored cursor
+    return utc_now()
+
+
+class Checkpoint:
+    """Delivered dates, the last cursor written, and the writing of new ones."""
+
+    def __init__(self, state_key: str, write: Callable[[str, str], None], logger: Any) -> None:
         self.state_key = state_key
+        self._write = write
+        self._logger = logger
+        self.lock = threading.Lock()
+        """Held while a cursor is computed and written: writes never overlap."""
         self.delivered: dt.datetime | None = None
         self.committed: dt.datetime | None = None
         self.committed_text: str | None = None
@@ -33,37 +70,29 @@ class Checkpoint:
         self.delivered = latest(self.delivered, instant)
 
     def safe(self, floor: dt.datetime | None) -> dt.datetime | None:
-        """The furthest cursor that passes no undelivered date (``floor``)."""
-        candidate = self.delivered
-        if floor is None:
-            return candidate
-        # One step before the floor; at the earliest representable instant the
-        # floor itself (nothing can be earlier: the cursor stays as far back as it goes).
-        limit = floor - CURSOR_STEP if floor > EARLIEST else EARLIEST
-        if candidate is not None and candidate > limit:
-            return limit
-        if candidate is None and self.committed is not None and self.committed > limit:
-            return limit
-        return candidate
+        """:func:`safe_cursor` for what this checkpoint knows."""
+        return safe_cursor(self.delivered, self.committed, floor)
 
-    def write(self, manager: Any, cursor: dt.datetime | None, logger: Any) -> None:
+    def write(self, cursor: dt.datetime | None) -> None:
         """Save ``cursor`` unless it is what was last written; never raises.
 
-        One immediate retry: a cursor moved back for safety matters.
+        Call with :attr:`lock` held.  One immediate retry: a cursor moved back
+        for safety matters.
         """
         if cursor is None:
             return
         text = format_instant(cursor)
         if text == self.committed_text:
             return
-        for attempt in (1, 2):
+        attempts = TWO_TRIES.start(lambda: 0.0)
+        while True:
             try:
-                manager.update_state(state_key=self.state_key, date_str=text)
+                self._write(self.state_key, text)
                 break
             except Exception as exc:
                 self.errors += 1
-                if attempt == 2:
-                    logger.warning(
+                if attempts.next_delay(exc) is None:
+                    self._logger.warning(
                         f"Saving cursor {self.state_key}={text} failed ({exc!r}); "
                         "it will be written again at the next checkpoint"
                     )

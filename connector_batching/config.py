@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connector_batching.retry import RetryPolicy
+
 EMPTY_BATCH_BEHAVIORS = ("skip", "update_state", "error")
 WORK_NAME_FIELDS = frozenset({"batch_num", "entity_type", "display_name"})
 
@@ -195,14 +197,20 @@ class GenericBatchProcessorConfig:
             batch_num=batch_num, entity_type=self.entity_type, display_name=self.display_name
         )
 
+    def retry_policy(self) -> RetryPolicy:
+        """The batch delivery's retry policy (attempts, delays, cap, jitter, timeout)."""
+        return RetryPolicy(
+            attempts=self.max_retries + 1,
+            delay=float(self.retry_delay),
+            max_delay=float(self.retry_max_delay),
+            jitter=self.retry_jitter,
+            timeout=self.work_timeout,
+        )
+
     def backoff_delay(self, retry: int, random_fraction: float = 1.0) -> float:
         """Delay before retry ``retry`` (1-based): ``retry_delay * 2**(retry-1)``, capped.
 
         With ``retry_jitter`` the delay is scaled into ``[delay/2, delay]`` by
         ``random_fraction`` (0..1).
         """
-        exponent = min(max(retry - 1, 0), 62)
-        delay = min(float(self.retry_delay) * (2.0**exponent), float(self.retry_max_delay))
-        if self.retry_jitter:
-            delay = delay / 2 + delay / 2 * random_fraction
-        return delay
+        return self.retry_policy().backoff(retry, random_fraction)

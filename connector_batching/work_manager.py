@@ -82,3 +82,46 @@ def supports_error_closing(manager: object) -> bool:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return True
     return "in_error" in params and "message" in params
+
+
+class ManagerCalls:
+    """The calls the engine makes on a work manager, bound once at construction.
+
+    The processor never calls a manager's methods directly: this is the one
+    place that knows their parameter names and whether a work can be closed
+    in error.
+    """
+
+    __slots__ = ("_close", "_initiate", "_send", "_state", "error_closing")
+
+    def __init__(self, manager: Any) -> None:
+        check_work_manager(manager)
+        self._initiate: Any = manager.initiate_work
+        self._send: Any = manager.send_bundle
+        self._close: Any = manager.work_to_process
+        self._state: Any = manager.update_state
+        self.error_closing = supports_error_closing(manager)
+
+    def open(self, work_name: str, entity_type: str) -> str:
+        """A new work's id."""
+        return str(self._initiate(work_name=work_name, entity_type=entity_type))
+
+    def send(self, work_id: str, objects: list[Any]) -> None:
+        """Send one batch's objects in ``work_id``."""
+        self._send(work_id=work_id, objects=objects)
+
+    def close(self, work_id: str) -> None:
+        """Mark ``work_id`` processed."""
+        self._close(work_id=work_id)
+
+    def close_in_error(self, work_id: str, message: str) -> None:
+        """Mark ``work_id`` processed in error with ``message`` (plainly closed
+        when the manager cannot say "in error")."""
+        if self.error_closing:
+            self._close(work_id=work_id, in_error=True, message=message)
+        else:
+            self._close(work_id=work_id)
+
+    def write_state(self, state_key: str, date_str: str) -> None:
+        """Save the cursor."""
+        self._state(state_key=state_key, date_str=date_str)

@@ -57,13 +57,6 @@ class FakeClock:
         self.now += seconds
 
 
-def with_clock(processor: GenericBatchProcessor) -> FakeClock:
-    clock = FakeClock()
-    processor._clock = clock
-    processor._sleep = clock.sleep
-    return clock
-
-
 # ------------------------------------------------------------------- cursor
 
 
@@ -204,8 +197,10 @@ def test_set_latest_date() -> None:
 
 def test_retry_reuses_the_work_and_backs_off_exponentially() -> None:
     manager = RecordingWorkManager(fail={"send": lambda n: n <= 3})
-    processor = GenericBatchProcessor(config(max_retries=5, retry_delay=0.5), manager)
-    clock = with_clock(processor)
+    clock = FakeClock()
+    processor = GenericBatchProcessor(
+        config(max_retries=5, retry_delay=0.5), manager, clock=clock, sleep=clock.sleep
+    )
     processor.add_items([item(1), item(2), item(3)])
     assert clock.sleeps == [0.5, 1.0, 2.0]
     assert list(manager.works) == ["work-1"]
@@ -248,10 +243,13 @@ def test_max_retries_zero_is_one_attempt() -> None:
 
 def test_work_timeout_bounds_all_attempts() -> None:
     manager = RecordingWorkManager(fail={"send": lambda n: True})
+    clock = FakeClock()
     processor = GenericBatchProcessor(
-        config(max_retries=20, retry_delay=1.0, work_timeout=10.0), manager
+        config(max_retries=20, retry_delay=1.0, work_timeout=10.0),
+        manager,
+        clock=clock,
+        sleep=clock.sleep,
     )
-    clock = with_clock(processor)
     with pytest.raises(Exception, match="failed after 4 attempt"):
         processor.add_items([item(1), item(2), item(3)])
     assert clock.sleeps == [1.0, 2.0, 4.0]  # the next 8 s delay would pass 10 s
@@ -260,20 +258,26 @@ def test_work_timeout_bounds_all_attempts() -> None:
 
 def test_retry_max_delay_caps_backoff() -> None:
     manager = RecordingWorkManager(fail={"send": lambda n: n <= 4})
+    clock = FakeClock()
     processor = GenericBatchProcessor(
-        config(max_retries=4, retry_delay=1.0, retry_max_delay=3.0), manager
+        config(max_retries=4, retry_delay=1.0, retry_max_delay=3.0),
+        manager,
+        clock=clock,
+        sleep=clock.sleep,
     )
-    clock = with_clock(processor)
     processor.add_items([item(1), item(2), item(3)])
     assert clock.sleeps == [1.0, 2.0, 3.0, 3.0]
 
 
 def test_retry_jitter_spreads_delays() -> None:
     manager = RecordingWorkManager(fail={"send": lambda n: n <= 4})
+    clock = FakeClock()
     processor = GenericBatchProcessor(
-        config(max_retries=4, retry_delay=1.0, retry_jitter=True), manager
+        config(max_retries=4, retry_delay=1.0, retry_jitter=True),
+        manager,
+        clock=clock,
+        sleep=clock.sleep,
     )
-    clock = with_clock(processor)
     processor.add_items([item(1), item(2), item(3)])
     for n, slept in enumerate(clock.sleeps, start=1):
         full = 2.0 ** (n - 1)
@@ -352,8 +356,10 @@ def test_flush_of_an_empty_batch_does_nothing() -> None:
 
 def test_max_batch_age_processes_a_slow_batch() -> None:
     manager = RecordingWorkManager()
-    processor = GenericBatchProcessor(config(batch_size=100, max_batch_age=30.0), manager)
-    clock = with_clock(processor)
+    clock = FakeClock()
+    processor = GenericBatchProcessor(
+        config(batch_size=100, max_batch_age=30.0), manager, clock=clock, sleep=clock.sleep
+    )
     processor.add_item(item(1))
     clock.now += 10
     processor.add_item(item(2))

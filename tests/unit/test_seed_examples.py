@@ -185,8 +185,7 @@ def test_with_custom_error_handling_and_retries(monkeypatch: pytest.MonkeyPatch)
         max_retries=3,
         retry_delay=2.0,  # Initial delay, doubles after each retry
     )
-    processor = GenericBatchProcessor(config, work_manager, logger)
-    processor._sleep = sleeps.append
+    processor = GenericBatchProcessor(config, work_manager, logger, sleep=sleeps.append)
     config_items = make_indicators(4)
     for item in config_items:
         processor.add_item(item)

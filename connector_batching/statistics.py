@@ -1,0 +1,91 @@
+"""Statistics: counters fed by the processor's outcomes, and their snapshot.
+
+The keys of :meth:`Statistics.snapshot` are the public ``get_statistics()``
+dict: the seed's keys first, then this library's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from connector_batching.cursor import format_instant
+
+
+class Statistics:
+    """Counts of what was accepted, rejected, delivered, failed and retried.
+
+    Plain attributes, updated under the processor's lock; the hot path bumps
+    ``accepted`` directly.
+    """
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.rejected: dict[str, int] = {}
+        self.date_errors = 0
+        self.items_processed = 0
+        self.items_sent = 0
+        self.objects_sent = 0
+        self.batches_processed = 0
+        self.batches_failed = 0
+        self.retries = 0
+        self.references_added = 0
+        self.references_unresolved = 0
+        self.close_errors = 0
+        self.hook_errors = 0
+        self.first_item_at: float | None = None
+        self.last_delivery_at: float | None = None
+
+    def reject(self, reason: str) -> None:
+        """One item refused at the door, for ``reason``."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+    def delivered(self, items: int, sent: int, objects: int, now: float) -> None:
+        """A batch of ``items`` (``sent`` after preprocessing, ``objects`` in the bundle)."""
+        self.batches_processed += 1
+        self.items_processed += items
+        self.items_sent += sent
+        self.objects_sent += objects
+        self.last_delivery_at = now
+
+    def snapshot(
+        self,
+        *,
+        batch_size: int,
+        pending: int,
+        failed: int,
+        latest: dt.datetime | None,
+        committed: str | None,
+        state_errors: int,
+        dead_letters: int,
+        now: float,
+    ) -> dict[str, Any]:
+        """The ``get_statistics()`` dict (dates as ISO 8601 UTC ``Z``)."""
+        elapsed = 0.0
+        if self.first_item_at is not None:
+            end = self.last_delivery_at or now
+            elapsed = max(end - self.first_item_at, 0.0)
+        return {
+            "total_items_processed": self.items_processed,
+            "total_batches_processed": self.batches_processed,
+            "total_items_sent": self.items_sent,
+            "current_batch_size": pending,
+            "failed_items_count": failed,
+            "latest_date": None if latest is None else format_instant(latest),
+            "batch_size_limit": batch_size,
+            "total_items_accepted": self.accepted,
+            "rejected_items": sum(self.rejected.values()),
+            "rejected_by_reason": dict(self.rejected),
+            "date_errors": self.date_errors,
+            "failed_batches": self.batches_failed,
+            "retries": self.retries,
+            "total_objects_sent": self.objects_sent,
+            "reference_objects_added": self.references_added,
+            "unresolved_references": self.references_unresolved,
+            "committed_cursor": committed,
+            "state_update_errors": state_errors,
+            "work_close_errors": self.close_errors,
+            "hook_errors": self.hook_errors,
+            "dead_letters": dead_letters,
+            "items_per_second": (self.items_processed / elapsed) if elapsed > 0 else 0.0,
+        }
