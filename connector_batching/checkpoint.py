@@ -99,3 +99,25 @@ class Checkpoint:
                     return
         self.committed = cursor
         self.committed_text = text
+
+    def commit(
+        self,
+        compute: Callable[[], dt.datetime | None],
+        processor_lock: threading.RLock,
+        *,
+        pipelined: bool,
+    ) -> None:
+        """Compute a cursor and write it, under this checkpoint's lock.
+
+        Synchronous, the processor's lock is taken first (the delivering caller
+        holds it already); pipelined, it is held only while computing, so the
+        producer goes on adding during the write (a platform call).
+        """
+        if not pipelined:
+            with processor_lock, self.lock:
+                self.write(compute())
+            return
+        with self.lock:
+            with processor_lock:
+                cursor = compute()
+            self.write(cursor)

@@ -19,17 +19,17 @@ from typing import Any
 
 from connector_batching.batch import Batch, latest
 from connector_batching.buffer import Buffer
-from connector_batching.checkpoint import Checkpoint, final_cursor
+from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import parse_instant
 from connector_batching.dead_letters import DeadLetterStore
-from connector_batching.delivery import Delivery, Outcome
+from connector_batching.delivery import Delivery
 from connector_batching.errors import build_error
 from connector_batching.intake import Intake
 from connector_batching.ledger import Ledger
 from connector_batching.pipeline import BatchPipeline
-from connector_batching.references import ReferenceCache, complete_references
-from connector_batching.statistics import Statistics
+from connector_batching.settlement import Settlement
+from connector_batching.statistics import BatchLog, Statistics
 from connector_batching.work_manager import ManagerCalls
 
 _LOG = logging.getLogger("connector_batching")
@@ -64,6 +64,7 @@ class GenericBatchProcessor:
         self._clock = clock or time.monotonic
         self._lock = threading.RLock()
         self._stats = Statistics()
+        self._log = BatchLog(self.logger, config.display_name, config.max_retries)
         self._intake = Intake(config, self._stats, self._lock, self.logger)
         self._buffer = Buffer(self._clock)
         self._items = self._buffer.items  # the hot path appends here directly
@@ -71,15 +72,24 @@ class GenericBatchProcessor:
         store = DeadLetterStore(config.dead_letter_path) if config.dead_letter_path else None
         self._ledger = Ledger(self._buffer, store, config.state_key, self.logger)
         self._checkpoint = Checkpoint(config.state_key, self._calls.write_state, self.logger)
-        self._delivery = Delivery(
+        self._settlement = Settlement(
+            config,
+            lock=self._lock,
+            intake=self._intake,
+            ledger=self._ledger,
+            stats=self._stats,
+            checkpoint=self._checkpoint,
+            log=self._log,
+            clock=self._clock,
+        )
+        self._settlement.delivery = Delivery(
             self._calls,
             config.retry_policy(),
             clock=self._clock,
             sleep=sleep or (lambda seconds: time.sleep(seconds)),
-            on_retry=self._on_retry,
-            on_close_error=self._on_close_error,
+            on_retry=self._settlement.on_retry,
+            on_close_error=self._settlement.on_close_error,
         )
-        self._references = ReferenceCache(config.reference_cache_size)
         self._batch_size, self._auto = config.batch_size, config.auto_process
         self._max_age = config.max_batch_age
         self._plain = config.validation_function is None and config.date_extraction_function is None
@@ -90,7 +100,9 @@ class GenericBatchProcessor:
         if config.max_in_flight_batches > 0:
             self._simple = False
             self._pipeline = BatchPipeline(
-                self._deliver, threading.Condition(self._lock), config.max_in_flight_batches
+                self._settlement.deliver,
+                threading.Condition(self._lock),
+                config.max_in_flight_batches,
             )
 
     # ------------------------------------------------------------------ adding
@@ -136,18 +148,9 @@ class GenericBatchProcessor:
             chunk = list(islice(iterator, room))
             if not chunk:
                 return added
-            if self._plain and not [
-                item
-                for item in chunk
-                if type(item) is not dict
-                or type(item.get("id")) is not str
-                or type(item.get("type")) is not str
-            ]:
-                added += self._extend(chunk, [None] * len(chunk))
-                continue
-            prepared = [p for p in map(self._intake.prepare, chunk) if p is not None]
-            if prepared:
-                added += self._extend([p[0] for p in prepared], [p[1] for p in prepared])
+            payloads, spans = self._intake.prepare_many(chunk, self._plain)
+            if payloads:
+                added += self._extend(payloads, spans)
 
     def _extend(self, payloads: list[Any], spans: list[Any]) -> int:
         """Accept ``payloads`` into the buffer, then cut what is full (lock taken once)."""
@@ -182,7 +185,8 @@ class GenericBatchProcessor:
         """Cut one batch and deliver it (or queue it when pipelined); lock held."""
         if not self._items:
             if self.config.empty_batch_behavior == "error":
-                raise self._error(f"Cannot process an empty batch of {self.config.display_name}")
+                message = f"Cannot process an empty batch of {self.config.display_name}"
+                raise build_error(self.config.exception_class, message)
             return None
         self._batch_num += 1
         batch = self._buffer.cut(self._batch_num, self._batch_size if self._auto else None)
@@ -190,7 +194,7 @@ class GenericBatchProcessor:
         if self._pipeline is not None:
             self._pipeline.submit(batch)
         else:
-            self._deliver(batch)
+            self._settlement.deliver(batch)
         return batch
 
     def process_current_batch(self) -> str | None:
@@ -203,7 +207,7 @@ class GenericBatchProcessor:
             batch = self._cut()
         work_id = self._settle(batch)
         if batch is None and self.config.empty_batch_behavior == "update_state":
-            self._commit(final=True)
+            self._settlement.commit(final=True)
         return work_id
 
     def flush(self) -> str | None:
@@ -261,130 +265,6 @@ class GenericBatchProcessor:
             self._pipeline.wait_for_room()
             self._raise_pipeline_error()
 
-    def _deliver(self, batch: Batch) -> None:
-        """Deliver ``batch``, book the outcome, then raise its failure or interrupt."""
-        name = self.config.format_work_name(batch.number)
-        outcome = self._delivery.run(batch, name, self.config.entity_type, self._bundle)
-        batch.work_id = outcome.work_id
-        try:
-            if outcome.delivered:
-                self._book_delivered(outcome)
-            else:
-                self._book_failed(outcome)
-        finally:
-            if outcome.interrupt is not None:
-                raise outcome.interrupt
-        if not outcome.delivered:
-            raise self._error(
-                f"Batch #{batch.number} of {len(batch.items)} {self.config.display_name} "
-                f"failed after {outcome.attempts} attempt(s): {self._reason(outcome)}",
-                batch_number=batch.number,
-                work_id=outcome.work_id,
-            ) from outcome.error
-
-    def _bundle(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
-        """Preprocess, flatten groups, add the referenced objects already seen."""
-        hook = self.config.preprocessing_function
-        processed = items
-        if hook is not None:
-            result = hook(list(items))
-            processed = items if result is None else list(result)
-        if self._intake.groups_seen or hook is not None:
-            members = [m for p in processed for m in (p if type(p) is list else (p,))]
-        else:
-            members = list(processed)
-        with self._lock:  # the reference cache is shared by every delivering thread
-            extra, unresolved = complete_references(members, self._references)
-            self._stats.references_added += len(extra)
-            self._stats.references_unresolved += unresolved
-        return processed, (extra + members if extra else members)
-
-    def _book_delivered(self, outcome: Outcome) -> None:
-        batch, objects = outcome.batch, outcome.objects or []
-        with self._lock:
-            self._ledger.delivered(batch)
-            sent, now = len(outcome.processed), self._clock()
-            self._stats.delivered(len(batch.items), sent, len(objects), now)
-            self._checkpoint.covered(batch.max_date)
-        hook = self.config.postprocessing_function
-        if hook is not None:  # pipelined: hook and cursor write outside the lock
-            try:
-                hook(outcome.processed, str(outcome.work_id))
-            except Exception as exc:
-                with self._lock:
-                    self._stats.hook_errors += 1
-                self.logger.error(
-                    f"Batch #{batch.number}: postprocessing_function raised {exc!r} "
-                    "(the batch was delivered)"
-                )
-        self._commit()
-        retried = f" after {outcome.attempts} attempts" if outcome.attempts > 1 else ""
-        self.logger.info(
-            f"Batch #{batch.number}: {len(outcome.processed)} {self.config.display_name} "
-            f"({len(objects)} objects) delivered in work {outcome.work_id}{retried}; "
-            f"cursor {self._checkpoint.committed_text or 'unchanged'}"
-        )
-
-    def _book_failed(self, outcome: Outcome) -> None:
-        batch, reason = outcome.batch, self._reason(outcome)
-        if outcome.timed_out:
-            self.logger.warning(
-                f"Batch #{batch.number}: work_timeout of {self.config.work_timeout}s "
-                f"reached after {outcome.attempts} attempt(s); last error: {outcome.error}"
-            )
-        with self._lock:
-            self._stats.batches_failed += 1
-            self._ledger.failed_for_good(batch, reason)
-        self.logger.error(
-            f"Batch #{batch.number}: {len(batch.items)} {self.config.display_name} failed "
-            f"for good ({reason}); kept as failed items, cursor held"
-        )
-        self._commit()
-
-    @staticmethod
-    def _reason(outcome: Outcome) -> str:
-        error = outcome.error
-        if outcome.interrupt is not None and error is outcome.interrupt:
-            return f"interrupted: {type(error).__name__}"
-        return f"{type(error).__name__}: {error}"
-
-    def _on_retry(self, batch: Batch, attempt: int, delay: float, exc: BaseException) -> None:
-        with self._lock:
-            self._stats.retries += 1
-        self.logger.warning(
-            f"Batch #{batch.number} attempt {attempt}/{self.config.max_retries + 1} failed "
-            f"({type(exc).__name__}: {exc}); retrying in {delay:.2f}s"
-        )
-
-    def _on_close_error(self, work_id: str, exc: BaseException) -> None:
-        with self._lock:
-            self._stats.close_errors += 1
-        self.logger.error(f"Work {work_id} could not be closed: {exc!r}")
-
-    def _error(self, message: str, **ids: Any) -> BaseException:
-        return build_error(self.config.exception_class, message, **ids)
-
-    # ------------------------------------------------------------------ cursor
-
-    def _commit(self, *, final: bool = False) -> None:
-        """Compute and write the cursor under the checkpoint's lock.  Synchronous,
-        the processor's lock is taken first (it is held by the delivering caller)."""
-        if self._pipeline is None:
-            with self._lock, self._checkpoint.lock:
-                self._checkpoint.write(self._cursor(final))
-        else:
-            with self._checkpoint.lock:
-                with self._lock:
-                    cursor = self._cursor(final)
-                self._checkpoint.write(cursor)
-
-    def _cursor(self, final: bool) -> dt.datetime | None:
-        safe = self._checkpoint.safe(self._ledger.floor())
-        if not final:
-            return safe
-        dated = self.config.date_extraction_function is not None
-        return final_cursor(safe, dated=dated, undelivered=self._ledger.has_undelivered())
-
     def update_final_state(self) -> None:
         """Write the cursor: the latest delivered date that passes no undelivered item.
 
@@ -392,16 +272,12 @@ class GenericBatchProcessor:
         time is written (the seed's behaviour).  Never raises for a failed write.
         """
         with self._lock:
-            held = self._cursor(final=True) is None and self._ledger.has_undelivered()
+            held = self._settlement.cursor(final=True) is None and self._ledger.has_undelivered()
             undelivered = self._ledger.undelivered_count()
         if held:
-            self.logger.warning(
-                f"Cursor {self.config.state_key} held at "
-                f"{self._checkpoint.committed_text or 'its stored value'}: "
-                f"{undelivered} item(s) are not delivered"
-            )
+            self._log.held(self.config.state_key, self._checkpoint.committed_text, undelivered)
             return
-        self._commit(final=True)
+        self._settlement.commit(final=True)
 
     def set_latest_date(self, date_str: Any) -> None:
         """Declare data up to ``date_str`` as covered (a cursor candidate).

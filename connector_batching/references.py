@@ -196,3 +196,10 @@ def _follow(wanted: set[str], present: set[str], cache: ReferenceCache) -> tuple
             add_references(obj, wanted)
         wanted -= present
     return added, unresolved
+
+
+def bundle_members(processed: list[Any], flatten: bool) -> list[Any]:
+    """The STIX objects of a batch's payloads (groups flattened when ``flatten``)."""
+    if not flatten:
+        return list(processed)
+    return [m for p in processed for m in (p if type(p) is list else (p,))]

@@ -89,3 +89,53 @@ class Statistics:
             "dead_letters": dead_letters,
             "items_per_second": (self.items_processed / elapsed) if elapsed > 0 else 0.0,
         }
+
+
+class BatchLog:
+    """The processor's log lines: one per batch outcome, never one per item."""
+
+    def __init__(self, logger: Any, display_name: str, max_retries: int) -> None:
+        self.logger = logger
+        self._name = display_name
+        self._tries = max_retries + 1
+
+    def delivered(
+        self, number: int, sent: int, objects: int, work_id: str, attempts: int, cursor: str | None
+    ) -> None:
+        retried = f" after {attempts} attempts" if attempts > 1 else ""
+        self.logger.info(
+            f"Batch #{number}: {sent} {self._name} ({objects} objects) delivered in work "
+            f"{work_id}{retried}; cursor {cursor or 'unchanged'}"
+        )
+
+    def failed(self, number: int, items: int, reason: str) -> None:
+        self.logger.error(
+            f"Batch #{number}: {items} {self._name} failed for good ({reason}); "
+            "kept as failed items, cursor held"
+        )
+
+    def timed_out(self, number: int, timeout: float | None, attempts: int, error: object) -> None:
+        self.logger.warning(
+            f"Batch #{number}: work_timeout of {timeout}s reached after {attempts} attempt(s); "
+            f"last error: {error}"
+        )
+
+    def retrying(self, number: int, attempt: int, delay: float, exc: BaseException) -> None:
+        self.logger.warning(
+            f"Batch #{number} attempt {attempt}/{self._tries} failed "
+            f"({type(exc).__name__}: {exc}); retrying in {delay:.2f}s"
+        )
+
+    def close_failed(self, work_id: str, exc: BaseException) -> None:
+        self.logger.error(f"Work {work_id} could not be closed: {exc!r}")
+
+    def hook_failed(self, number: int, exc: BaseException) -> None:
+        self.logger.error(
+            f"Batch #{number}: postprocessing_function raised {exc!r} (the batch was delivered)"
+        )
+
+    def held(self, state_key: str, committed: str | None, undelivered: int) -> None:
+        self.logger.warning(
+            f"Cursor {state_key} held at {committed or 'its stored value'}: "
+            f"{undelivered} item(s) are not delivered"
+        )

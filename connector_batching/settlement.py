@@ -1,0 +1,156 @@
+"""Settlement: a batch's outcome booked into the ledger, statistics, cursor and log.
+
+The delivery part returns an outcome and never raises; settling books it —
+delivered (dead letters removed, the hook run, the cursor advanced) or failed
+for good (items kept as failed, the cursor held) — and only then raises the
+batch's failure, or the interrupt that arrived meanwhile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from connector_batching.batch import Batch
+from connector_batching.checkpoint import Checkpoint, final_cursor
+from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.delivery import Delivery, Outcome
+from connector_batching.errors import build_error
+from connector_batching.intake import Intake
+from connector_batching.ledger import Ledger
+from connector_batching.references import ReferenceCache, bundle_members, complete_references
+from connector_batching.statistics import BatchLog, Statistics
+
+
+class Settlement:
+    """Delivers one batch through ``delivery`` and books what happened."""
+
+    def __init__(
+        self,
+        config: GenericBatchProcessorConfig,
+        *,
+        lock: threading.RLock,
+        intake: Intake,
+        ledger: Ledger,
+        stats: Statistics,
+        checkpoint: Checkpoint,
+        log: BatchLog,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self._lock = lock
+        self._intake = intake
+        self._ledger = ledger
+        self._stats = stats
+        self._checkpoint = checkpoint
+        self._log = log
+        self._clock = clock
+        self._references = ReferenceCache(config.reference_cache_size)
+        self.pipelined = config.max_in_flight_batches > 0
+        self.delivery: Delivery | None = None  # set by the processor
+
+    def deliver(self, batch: Batch) -> None:
+        """Deliver ``batch``, book the outcome, then raise its failure or interrupt."""
+        name = self.config.format_work_name(batch.number)
+        assert self.delivery is not None
+        outcome = self.delivery.run(batch, name, self.config.entity_type, self._bundle)
+        batch.work_id = outcome.work_id
+        try:
+            if outcome.delivered:
+                self._book_delivered(outcome)
+            else:
+                self._book_failed(outcome)
+        finally:
+            if outcome.interrupt is not None:
+                raise outcome.interrupt
+        if not outcome.delivered:
+            raise self._error(
+                f"Batch #{batch.number} of {len(batch.items)} {self.config.display_name} "
+                f"failed after {outcome.attempts} attempt(s): {self._reason(outcome)}",
+                batch_number=batch.number,
+                work_id=outcome.work_id,
+            ) from outcome.error
+
+    def _bundle(self, items: list[Any]) -> tuple[list[Any], list[Any]]:
+        """Preprocess, flatten groups, add the referenced objects already seen."""
+        hook = self.config.preprocessing_function
+        processed = items
+        if hook is not None:
+            result = hook(list(items))
+            processed = items if result is None else list(result)
+        members = bundle_members(processed, self._intake.groups_seen or hook is not None)
+        with self._lock:  # the reference cache is shared by every delivering thread
+            extra, unresolved = complete_references(members, self._references)
+            self._stats.references_added += len(extra)
+            self._stats.references_unresolved += unresolved
+        return processed, (extra + members if extra else members)
+
+    def _book_delivered(self, outcome: Outcome) -> None:
+        batch, objects = outcome.batch, outcome.objects or []
+        with self._lock:
+            self._ledger.delivered(batch)
+            sent, now = len(outcome.processed), self._clock()
+            self._stats.delivered(len(batch.items), sent, len(objects), now)
+            self._checkpoint.covered(batch.max_date)
+        hook = self.config.postprocessing_function
+        if hook is not None:  # pipelined: hook and cursor write outside the lock
+            try:
+                hook(outcome.processed, str(outcome.work_id))
+            except Exception as exc:
+                with self._lock:
+                    self._stats.hook_errors += 1
+                self._log.hook_failed(batch.number, exc)
+        self.commit()
+        self._log.delivered(
+            batch.number,
+            len(outcome.processed),
+            len(objects),
+            str(outcome.work_id),
+            outcome.attempts,
+            self._checkpoint.committed_text,
+        )
+
+    def _book_failed(self, outcome: Outcome) -> None:
+        batch, reason = outcome.batch, self._reason(outcome)
+        if outcome.timed_out:
+            self._log.timed_out(
+                batch.number, self.config.work_timeout, outcome.attempts, outcome.error
+            )
+        with self._lock:
+            self._stats.batches_failed += 1
+            self._ledger.failed_for_good(batch, reason)
+        self._log.failed(batch.number, len(batch.items), reason)
+        self.commit()
+
+    @staticmethod
+    def _reason(outcome: Outcome) -> str:
+        error = outcome.error
+        if outcome.interrupt is not None and error is outcome.interrupt:
+            return f"interrupted: {type(error).__name__}"
+        return f"{type(error).__name__}: {error}"
+
+    def on_retry(self, batch: Batch, attempt: int, delay: float, exc: BaseException) -> None:
+        with self._lock:
+            self._stats.retries += 1
+        self._log.retrying(batch.number, attempt, delay, exc)
+
+    def on_close_error(self, work_id: str, exc: BaseException) -> None:
+        with self._lock:
+            self._stats.close_errors += 1
+        self._log.close_failed(work_id, exc)
+
+    def _error(self, message: str, **ids: Any) -> BaseException:
+        return build_error(self.config.exception_class, message, **ids)
+
+    def commit(self, *, final: bool = False) -> None:
+        """Compute and write the (``final``: end-of-run) cursor, ordered with every other write."""
+        self._checkpoint.commit(lambda: self.cursor(final), self._lock, pipelined=self.pipelined)
+
+    def cursor(self, final: bool) -> dt.datetime | None:
+        safe = self._checkpoint.safe(self._ledger.floor())
+        if not final:
+            return safe
+        dated = self.config.date_extraction_function is not None
+        return final_cursor(safe, dated=dated, undelivered=self._ledger.has_undelivered())
