@@ -73,6 +73,23 @@ class BatchPipeline(Generic[T]):
         error, self._error = self._error, None
         return error
 
+    def raise_error(self) -> None:
+        """Raise the first failure not yet reported, if any (lock not held)."""
+        with self._cond:
+            error = self.take_error()
+        if error is not None:
+            raise error
+
+    def settle(self) -> None:
+        """Wait for every queued batch, then raise the first failure not yet reported."""
+        self.drain()
+        self.raise_error()
+
+    def after_add(self) -> None:
+        """Back-pressure for the producer, then a failure not yet reported (lock not held)."""
+        self.wait_for_room()
+        self.raise_error()
+
     def close(self) -> None:
         """Drain, then stop the thread."""
         self.drain()

@@ -23,7 +23,6 @@ from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import parse_instant
 from connector_batching.dead_letters import DeadLetterStore
-from connector_batching.delivery import Delivery
 from connector_batching.errors import build_error
 from connector_batching.intake import Intake
 from connector_batching.ledger import Ledger
@@ -38,12 +37,10 @@ _LOG = logging.getLogger("connector_batching")
 class GenericBatchProcessor:
     """Collects items into batches and delivers each through a work manager.
 
-    Guarantees: every accepted item is delivered in exactly one successful
-    batch or kept as failed; the cursor written through ``update_state`` never
-    passes an undelivered item's date; every work opened is closed; objects a
-    batch references (markings, authors, relationship endpoints) travel with it.
-    Safe to feed from several threads.  ``clock`` and ``sleep`` (keyword-only)
-    replace ``time.monotonic`` and ``time.sleep``, for tests.
+    Guarantees: every accepted item is delivered in exactly one successful batch
+    or kept as failed; the cursor never passes an undelivered item's date; every
+    work opened is closed; a batch carries the objects it references.  Thread-safe.
+    ``clock``/``sleep`` (keyword-only) replace ``time.monotonic``/``time.sleep``.
     """
 
     def __init__(
@@ -74,6 +71,8 @@ class GenericBatchProcessor:
         self._checkpoint = Checkpoint(config.state_key, self._calls.write_state, self.logger)
         self._settlement = Settlement(
             config,
+            self._calls,
+            sleep=sleep or (lambda seconds: time.sleep(seconds)),
             lock=self._lock,
             intake=self._intake,
             ledger=self._ledger,
@@ -81,14 +80,6 @@ class GenericBatchProcessor:
             checkpoint=self._checkpoint,
             log=self._log,
             clock=self._clock,
-        )
-        self._settlement.delivery = Delivery(
-            self._calls,
-            config.retry_policy(),
-            clock=self._clock,
-            sleep=sleep or (lambda seconds: time.sleep(seconds)),
-            on_retry=self._settlement.on_retry,
-            on_close_error=self._settlement.on_close_error,
         )
         self._batch_size, self._auto = config.batch_size, config.auto_process
         self._max_age = config.max_batch_age
@@ -248,22 +239,16 @@ class GenericBatchProcessor:
 
     def _settle(self, batch: Batch | None) -> str | None:
         if self._pipeline is not None:
-            self._pipeline.drain()
-            self._raise_pipeline_error()
+            self._pipeline.settle()
         return None if batch is None else batch.work_id
 
     def _raise_pipeline_error(self) -> None:
         if self._pipeline is not None:
-            with self._lock:
-                error = self._pipeline.take_error()
-            if error is not None:
-                raise error
+            self._pipeline.raise_error()
 
     def _after_add(self) -> None:
-        """Pipelined: apply back-pressure and surface a failure (lock not held)."""
         if self._pipeline is not None:
-            self._pipeline.wait_for_room()
-            self._raise_pipeline_error()
+            self._pipeline.after_add()
 
     def update_final_state(self) -> None:
         """Write the cursor: the latest delivered date that passes no undelivered item.

@@ -22,6 +22,7 @@ from connector_batching.intake import Intake
 from connector_batching.ledger import Ledger
 from connector_batching.references import ReferenceCache, bundle_members, complete_references
 from connector_batching.statistics import BatchLog, Statistics
+from connector_batching.work_manager import ManagerCalls
 
 
 class Settlement:
@@ -30,7 +31,9 @@ class Settlement:
     def __init__(
         self,
         config: GenericBatchProcessorConfig,
+        calls: ManagerCalls,
         *,
+        sleep: Callable[[float], None],
         lock: threading.RLock,
         intake: Intake,
         ledger: Ledger,
@@ -49,12 +52,18 @@ class Settlement:
         self._clock = clock
         self._references = ReferenceCache(config.reference_cache_size)
         self.pipelined = config.max_in_flight_batches > 0
-        self.delivery: Delivery | None = None  # set by the processor
+        self.delivery = Delivery(
+            calls,
+            config.retry_policy(),
+            clock=clock,
+            sleep=sleep,
+            on_retry=self.on_retry,
+            on_close_error=self.on_close_error,
+        )
 
     def deliver(self, batch: Batch) -> None:
         """Deliver ``batch``, book the outcome, then raise its failure or interrupt."""
         name = self.config.format_work_name(batch.number)
-        assert self.delivery is not None
         outcome = self.delivery.run(batch, name, self.config.entity_type, self._bundle)
         batch.work_id = outcome.work_id
         try:
