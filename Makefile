@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check connector_batching example_connector tests benchmarks
 	$(BIN)/ruff format --check connector_batching example_connector tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy connector_batching
