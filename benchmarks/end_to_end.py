@@ -24,9 +24,14 @@ from typing import Any
 
 from benchmarks.common import Row, compared, median_round, unavailable
 from benchmarks.platform import Platform, broker_problem, opencti_platform
-from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
-from connector_batching.opencti import SEND_OPTIONS, OpenCTIWorkManager
-from connector_batching.stix import bundle_json, to_stix_dict
+from connector_batching import (
+    SEND_OPTIONS,
+    GenericBatchProcessor,
+    GenericBatchProcessorConfig,
+    OpenCTIWorkManager,
+    bundle_json,
+    to_stix_dict,
+)
 
 NAME = "end_to_end"
 

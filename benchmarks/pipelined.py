@@ -26,9 +26,13 @@ from typing import Any
 from benchmarks.common import NoOpWorkManager, Row, compared, median_round, unavailable
 from benchmarks.end_to_end import bundle_mode_available
 from benchmarks.platform import broker_problem, opencti_platform
-from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
-from connector_batching.local import LocalWorkManager
-from connector_batching.opencti import SEND_OPTIONS, OpenCTIWorkManager
+from connector_batching import (
+    SEND_OPTIONS,
+    GenericBatchProcessor,
+    GenericBatchProcessorConfig,
+    LocalWorkManager,
+    OpenCTIWorkManager,
+)
 
 #: The GIL switch interval of the tuned rows (CPython's default is 5 ms).
 TUNED_SWITCH_INTERVAL = 0.0001

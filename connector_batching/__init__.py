@@ -12,27 +12,44 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.cursor import InvalidDate, format_instant, parse_instant
+from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.processor import GenericBatchProcessor
+from connector_batching.redaction import RedactingFilter, redact, register_secrets
+from connector_batching.retry import RetryPolicy
+from connector_batching.stix import bundle_json, to_stix_dict
 from connector_batching.work_manager import WorkManager
 
 if TYPE_CHECKING:
     from connector_batching.local import LocalWorkManager
     from connector_batching.mixin import BatchingConnectorMixin
-    from connector_batching.opencti import OpenCTIWorkManager
+    from connector_batching.opencti import SEND_OPTIONS, OpenCTIWorkManager
 
 __all__ = [
+    "SEND_OPTIONS",
     "BatchingConnectorMixin",
+    "DeadLetterStore",
     "GenericBatchProcessor",
     "GenericBatchProcessorConfig",
+    "InvalidDate",
     "LocalWorkManager",
     "OpenCTIWorkManager",
+    "RedactingFilter",
+    "RetryPolicy",
     "WorkManager",
+    "bundle_json",
+    "format_instant",
+    "parse_instant",
+    "redact",
+    "register_secrets",
+    "to_stix_dict",
 ]
 __version__ = "0.1.0"
 
 # Imported on first use: pycti is slow to import and offline users may not need it.
 _LAZY = {
     "OpenCTIWorkManager": "connector_batching.opencti",
+    "SEND_OPTIONS": "connector_batching.opencti",
     "BatchingConnectorMixin": "connector_batching.mixin",
     "LocalWorkManager": "connector_batching.local",
 }

@@ -135,7 +135,7 @@ def run_offline(settings: Settings, directory: str, *, period: float = 0) -> int
     until SIGTERM / Ctrl-C (a feed that cannot be read is retried next time).
     Returns 0 when the last run went well.
     """
-    from connector_batching.local import LocalWorkManager
+    from connector_batching import LocalWorkManager
 
     with LocalWorkManager(directory) as manager:  # closes works a killed run left open
         connector = URLhausConnector(
@@ -193,7 +193,7 @@ def _check_dead_letter_path(path: str) -> None:
     """Fail at start, not at the first failed batch, when the store cannot be written."""
     import sqlite3
 
-    from connector_batching.dead_letters import DeadLetterStore
+    from connector_batching import DeadLetterStore
 
     try:
         DeadLetterStore(path).close()

@@ -24,7 +24,7 @@ import requests  # type: ignore[import-untyped,unused-ignore]
 from requests.adapters import HTTPAdapter  # type: ignore[import-untyped,unused-ignore]
 from urllib3.util.retry import Retry
 
-from connector_batching.redaction import redact
+from connector_batching import redact
 from example_connector.logs import ConnectorLog
 from example_connector.rows import COLUMNS, EARLIEST_DATE, FeedRow, RowError, parse_row
 from example_connector.urls import redact_url, secret_fragments

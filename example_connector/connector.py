@@ -20,10 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import format_instant
-from connector_batching.dead_letters import DeadLetterStore
-from connector_batching.mixin import BatchingConnectorMixin
+from connector_batching import (
+    BatchingConnectorMixin,
+    DeadLetterStore,
+    GenericBatchProcessorConfig,
+    format_instant,
+)
 from example_connector.client import FeedError, FeedReader
 from example_connector.converter import URLhausConverter
 from example_connector.delivery import ProgressCallback, RunDelivery

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from connector_batching.redaction import RedactingFilter, register_secrets
+from connector_batching import RedactingFilter, register_secrets
 
 __all__ = ["LOGGER_NAME", "ConnectorLog", "install_redaction", "register_secrets"]
 

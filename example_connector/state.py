@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from connector_batching.cursor import parse_instant
+from connector_batching import parse_instant
 
 __all__ = [
     "STATE_KEY",

@@ -21,7 +21,7 @@ from typing import Any
 
 from pycti import StixCoreRelationship
 
-from connector_batching.redaction import redact
+from connector_batching import redact
 from example_connector.logs import ConnectorLog
 
 __all__ = ["THREAT_TYPES", "ThreatResolver", "threat_relationships"]
