@@ -204,13 +204,20 @@ class GenericBatchProcessor:
     def flush(self) -> str | None:
         """Deliver everything pending; None when there was nothing.
 
-        Pipelined, this waits until every batch was delivered or failed, and
-        raises the first failure not yet reported.
+        Every pending batch is tried; when some failed for good, the first
+        failure is raised after the others were tried.  Pipelined, this waits
+        until every batch was delivered or failed, and raises the first failure
+        not yet reported.
         """
         with self._lock:
-            batch = None
-            while self._items:
-                batch = self._cut()
+            batch, first_error = None, None
+            while self._items:  # every pending batch is tried; the first failure raised
+                try:
+                    batch = self._cut()
+                except Exception as exc:
+                    first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
         return self._settle(batch)
 
     def process_if_due(self) -> str | None:

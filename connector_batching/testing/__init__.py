@@ -1,0 +1,20 @@
+"""Test doubles for connector authors: test a connector without a platform.
+
+* :class:`RecordingWorkManager` — an in-memory work manager that records every
+  call, with scripted faults (no pycti, no broker).
+* ``connector_batching.testing.stub_platform`` — a stub OpenCTI GraphQL API that
+  a real pycti ``OpenCTIConnectorHelper`` talks to, with the push queue in
+  RabbitMQ (imports pika and pycti only when used).
+"""
+
+from __future__ import annotations
+
+from connector_batching.testing.recording import (
+    OPERATIONS,
+    InjectedFault,
+    RecordedWork,
+    RecordingWorkManager,
+    member_ids,
+)
+
+__all__ = ["OPERATIONS", "InjectedFault", "RecordedWork", "RecordingWorkManager", "member_ids"]
