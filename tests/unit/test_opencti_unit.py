@@ -13,10 +13,9 @@ import pytest
 import stix2
 from prometheus_client import REGISTRY
 
-from connector_batching import opencti
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.mixin import BatchingConnectorMixin
-from connector_batching.opencti import OpenCTIWorkManager
+from connector_batching.opencti import OpenCTIWorkManager, prometheus
 from connector_batching.processor import GenericBatchProcessor
 from connector_batching.work_manager import WorkManager, supports_error_closing
 
@@ -246,7 +245,6 @@ def test_get_state_returns_text(stored: Any, expected: str | None) -> None:
 def test_backpressure_waits_at_a_bounded_rate_and_logs_why() -> None:
     helper = RecordingHelper()
     helper.queue_sizes = [600_000_000, 600_000_000, 1_000]
-    manager = OpenCTIWorkManager(helper, queue_check_interval=7.0)
     clock = [0.0]
     sleeps: list[float] = []
 
@@ -254,8 +252,9 @@ def test_backpressure_waits_at_a_bounded_rate_and_logs_why() -> None:
         sleeps.append(seconds)
         clock[0] += seconds
 
-    manager._sleep = sleep
-    manager._clock = lambda: clock[0]
+    manager = OpenCTIWorkManager(
+        helper, queue_check_interval=7.0, clock=lambda: clock[0], sleep=sleep
+    )
     manager.initiate_work("w", "indicators")
     assert sleeps == [7.0, 7.0]
     assert len(helper.named("read")) == 3
@@ -271,14 +270,18 @@ def test_backpressure_waits_at_a_bounded_rate_and_logs_why() -> None:
 def test_backpressure_max_wait_and_unreadable_queue() -> None:
     helper = RecordingHelper()
     helper.queue_sizes = [900_000_000]
-    manager = OpenCTIWorkManager(helper, queue_check_interval=1.0, max_backpressure_wait=3.0)
     clock = [0.0]
 
     def sleep(seconds: float) -> None:
         clock[0] += seconds
 
-    manager._sleep = sleep
-    manager._clock = lambda: clock[0]
+    manager = OpenCTIWorkManager(
+        helper,
+        queue_check_interval=1.0,
+        max_backpressure_wait=3.0,
+        clock=lambda: clock[0],
+        sleep=sleep,
+    )
     assert manager.wait_for_queue() == 3.0
     helper.queue_error = ValueError("API down")
     clock[0] += 10
@@ -297,12 +300,13 @@ def test_logs_and_repr_never_show_the_token() -> None:
     assert helper.opencti_token not in repr(helper.connector_logger.records)
 
 
-def test_metrics_register_once_even_when_created_twice() -> None:
-    first = opencti._Metrics.get()
-    second = opencti._Metrics()  # would raise "Duplicated timeseries" without the guard
-    assert second.batches is first.batches
-    assert second.cursor_lag is first.cursor_lag
-    assert opencti._Metrics.get() is first
+def test_metrics_register_once_for_every_manager() -> None:
+    first = prometheus.collectors()
+    OpenCTIWorkManager(RecordingHelper())
+    OpenCTIWorkManager(RecordingHelper())
+    assert prometheus.collectors() is first
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        prometheus.Collectors.register()  # a second registration is refused, never looked up
 
 
 class Connector(BatchingConnectorMixin):
@@ -359,5 +363,5 @@ def test_mixin_processor_uses_the_helper_logger_and_cursor() -> None:
 def test_threshold_comes_from_the_helper_setting(configured: Any, expected: float) -> None:
     helper = RecordingHelper()
     helper.connect_queue_threshold = configured  # type: ignore[assignment]
-    assert OpenCTIWorkManager(helper)._threshold_mb() == expected
-    assert OpenCTIWorkManager(helper, queue_threshold_mb=2)._threshold_mb() == 2.0
+    assert OpenCTIWorkManager(helper).push_queue.threshold_mb() == expected
+    assert OpenCTIWorkManager(helper, queue_threshold_mb=2).push_queue.threshold_mb() == 2.0

@@ -1,0 +1,204 @@
+"""The helper port: the only code that touches a pycti ``OpenCTIConnectorHelper``.
+
+Every attribute of the helper the manager uses is read here, and nowhere else
+(works, bundles, the connector state, the queue size, the logger, the metric
+handler, ``connector_info``).  Errors raised by the helper, the platform API or
+pika are handled in one place, :meth:`HelperPort.failing` (as httpx maps
+httpcore's exceptions in ``map_httpcore_exceptions``): the secret-free reason is
+logged, the error counted, and the exception re-raised — as it was, or as a
+:class:`~connector_batching.redaction.RedactedError` when its message held a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from connector_batching.opencti.metrics import MetricEvents
+from connector_batching.redaction import (
+    RedactedError,
+    helper_secrets,
+    install_log_redaction,
+    redact,
+)
+
+
+def is_broker_error(exc: BaseException) -> bool:
+    """Whether ``exc`` came from pika (so pycti had already added the expectations)."""
+    return type(exc).__module__.startswith("pika")
+
+
+class HelperPort:
+    """What the manager asks of the helper, each request one method."""
+
+    def __init__(self, helper: Any) -> None:
+        self._helper = helper
+        #: Set by the manager once its event stream exists (errors are counted there).
+        self.events: MetricEvents | None = None
+
+    # -- identity --------------------------------------------------------------
+
+    @property
+    def connect_id(self) -> str:
+        """The connector id the helper registered (``helper.connect_id``)."""
+        return str(self._helper.connect_id)
+
+    @property
+    def label(self) -> str:
+        """The ``connector_id`` metric label ("" when the helper has none)."""
+        return str(getattr(self._helper, "connect_id", "") or "")
+
+    def _connector_id(self) -> Any:
+        return getattr(self._helper, "connector_id", None) or self._helper.connect_id
+
+    # -- secrets, logs, metrics --------------------------------------------------
+
+    def install_redaction(self) -> None:
+        """Register the helper's secrets and filter its pycti loggers."""
+        install_log_redaction(self._helper)
+
+    def redact(self, text: str) -> str:
+        """``text`` without the helper's secrets or URL credentials."""
+        return redact(text, helper_secrets(self._helper))
+
+    def reason(self, exc: BaseException) -> str:
+        """The message of ``exc``, secrets removed (for logs and work messages)."""
+        return self.redact(str(exc))
+
+    def clean(self, exc: Exception) -> Exception:
+        """``exc``, or a :class:`RedactedError` in its place when its message holds a secret."""
+        text = str(exc)
+        cleaned = self.redact(text)
+        if cleaned == text:
+            return exc
+        return RedactedError(f"{type(exc).__name__}: {cleaned}")
+
+    def log(self, level: str, message: str, meta: Mapping[str, Any]) -> None:
+        """Log through ``helper.connector_logger`` (nothing when it has none)."""
+        logger = getattr(self._helper, "connector_logger", None)
+        method = getattr(logger, level, None)
+        if callable(method):
+            method(message, dict(meta))
+
+    def pycti_metric(self, name: str, n: int = 1) -> None:
+        """``helper.metric.inc(name, n)``; metrics never break delivery."""
+        metric = getattr(self._helper, "metric", None)
+        if metric is not None:
+            with contextlib.suppress(Exception):
+                metric.inc(name, n)
+
+    @contextlib.contextmanager
+    def failing(
+        self,
+        message: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        *,
+        level: str = "error",
+        count: bool = True,
+    ) -> Iterator[None]:
+        """Around a helper call: on an error, count it, log ``message``, re-raise it clean.
+
+        ``count`` adds one to pycti's ``error_count``; ``message`` (when given) is
+        logged at ``level`` with ``meta`` and the secret-free reason.  The error is
+        re-raised as it was, or as a :class:`RedactedError` when its message held a
+        secret (then without the original as its cause, which would show it).
+        Callers that go on after a failure catch what this re-raises.
+        """
+        try:
+            yield
+        except Exception as exc:
+            if count and self.events is not None:
+                self.events.emit("error")
+            if message is not None:
+                self.log(level, message, {**(meta or {}), "reason": self.reason(exc)})
+            cleaned = self.clean(exc)
+            if cleaned is exc:
+                raise
+            raise cleaned from None
+
+    # -- works -------------------------------------------------------------------
+
+    def set_api_timeout(self, seconds: float) -> None:
+        """Seconds before one API request of the helper gives up (its pings included)."""
+        for attr in ("api", "api_impersonate"):
+            api = getattr(self._helper, attr, None)
+            if api is not None:
+                api.session_requests_timeout = seconds
+
+    def initiate_work(self, work_name: str) -> Any:
+        """Open a (non-multipart) work; pycti answers ``None`` when it sends to no queue."""
+        return self._helper.api.work.initiate_work(self._helper.connect_id, work_name)
+
+    def close_work(self, work_id: str, message: str, in_error: bool) -> None:
+        self._helper.api.work.to_processed(work_id, message, in_error)
+
+    def add_expectations(self, work_id: str, n: int) -> None:
+        self._helper.api.work.add_expectations(work_id, n)
+
+    def query(self, query: str, variables: Mapping[str, Any]) -> Any:
+        """One GraphQL request through the helper's API client."""
+        return self._helper.api.query(query, dict(variables))
+
+    # -- bundles -------------------------------------------------------------------
+
+    def send_bundle(self, bundle: str, work_id: str | None, options: Mapping[str, Any]) -> Any:
+        """``helper.send_stix2_bundle``; pycti returns the bundles it published."""
+        return self._helper.send_stix2_bundle(bundle, work_id=work_id, **options)
+
+    @staticmethod
+    def split_expectations(
+        bundle: str, *, event_version: Any, cleanup_inconsistent_bundle: bool
+    ) -> int:
+        """How many messages (and expectations) pycti's splitter makes of ``bundle``."""
+        from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
+
+        return int(
+            OpenCTIStix2Splitter().split_bundle_with_expectations(
+                bundle=bundle,
+                use_json=True,
+                event_version=event_version,
+                cleanup_inconsistent_bundle=cleanup_inconsistent_bundle,
+            )[0]
+        )
+
+    # -- the connector: state, queue, info -------------------------------------------
+
+    def get_state(self) -> Any:
+        return self._helper.get_state()
+
+    def set_state(self, state: Any) -> None:
+        self._helper.set_state(state)
+
+    @property
+    def can_ping(self) -> bool:
+        """Whether the helper has pycti's API client (``api.connector.ping``)."""
+        connector = getattr(getattr(self._helper, "api", None), "connector", None)
+        return callable(getattr(connector, "ping", None))
+
+    def force_ping(self) -> None:
+        self._helper.force_ping()
+
+    def ping(self, state: Mapping[str, Any]) -> Any:
+        """Ping ``state`` to the platform as pycti's ping does; the platform's answer."""
+        info = getattr(getattr(self._helper, "connector_info", None), "all_details", None)
+        return self._helper.api.connector.ping(self._connector_id(), state, info or {})
+
+    def read_connector(self) -> Any:
+        """The platform's record of this connector (state, queue details)."""
+        return self._helper.api.connector.read(connector_id=self._connector_id())
+
+    @property
+    def queue_threshold_setting(self) -> Any:
+        """``CONNECTOR_QUEUE_THRESHOLD`` as the helper read it (MB), or ``None``."""
+        return getattr(self._helper, "connect_queue_threshold", None)
+
+    def show_buffering(self, size_mb: float, threshold: float, buffering: bool) -> None:
+        """Tell the platform (``connector_info``) whether the connector is buffering."""
+        info = getattr(self._helper, "connector_info", None)
+        if info is None:
+            return
+        with contextlib.suppress(Exception):
+            info.queue_messages_size = size_mb
+            info.queue_threshold = threshold
+            info.buffering = buffering
