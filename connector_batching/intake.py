@@ -77,9 +77,10 @@ class Intake:
             self._stats.reject(reason)
         self._logger.debug(f"Rejected an item ({reason}): {detail}")
 
-    def prepare_many(self, chunk: list[Any], plain: bool) -> tuple[list[Any], list[Any]]:
+    def prepare_many(self, chunk: list[Any], plain: bool) -> tuple[list[Any], list[Any] | None]:
         """``prepare`` for a chunk: (payloads, spans) of the accepted items.  With
-        ``plain`` (no hooks), a chunk made only of STIX dicts is taken in one check."""
+        ``plain`` (no hooks), a chunk made only of STIX dicts is taken in one check
+        (spans ``None``: all undated)."""
         if plain and not [
             item
             for item in chunk
@@ -87,6 +88,6 @@ class Intake:
             or type(item.get("id")) is not str
             or type(item.get("type")) is not str
         ]:
-            return chunk, [None] * len(chunk)
+            return chunk, None
         prepared = [p for p in map(self.prepare, chunk) if p is not None]
         return [p[0] for p in prepared], [p[1] for p in prepared]

@@ -123,7 +123,21 @@ class GenericBatchProcessor:
         prepared = self._intake.prepare(item)
         if prepared is None:
             return False
-        return self._extend([prepared[0]], [prepared[1]]) == 1
+        payload, span = prepared
+        with self._lock:
+            items = self._items
+            if not items:
+                self._start()
+            items.append(payload)
+            self._dates.append(span)
+            self._stats.accepted += 1
+            if span is not None:
+                self._note(span)
+            if (self._auto and len(items) >= self._batch_size) or self._max_age is not None:
+                self._cut_full_batches()
+        if self._pipeline is not None:
+            self._pipeline.after_add()
+        return True
 
     def add_items(self, items: Iterable[Any]) -> int:
         """Add several items; returns how many were accepted.
@@ -143,19 +157,30 @@ class GenericBatchProcessor:
             if payloads:
                 added += self._extend(payloads, spans)
 
-    def _extend(self, payloads: list[Any], spans: list[Any]) -> int:
-        """Accept ``payloads`` into the buffer, then cut what is full (lock taken once)."""
+    def _extend(self, payloads: list[Any], spans: list[Any] | None) -> int:
+        """Accept ``payloads`` (``spans`` None: all undated) into the buffer, then cut
+        what is full; the lock is taken once."""
         with self._lock:
             if not self._items:
                 self._start()
-            self._buffer.extend(payloads, spans)
+            self._items.extend(payloads)
+            if spans is None:
+                self._dates.extend([None] * len(payloads))
+            else:
+                self._dates.extend(spans)
+                for span in spans:
+                    if span is not None:
+                        self._note(span)
             self._stats.accepted += len(payloads)
-            for span in spans:
-                if span is not None and (self._latest is None or span[1] > self._latest):
-                    self._latest = span[1]
             self._cut_full_batches()
         self._after_add()
         return len(payloads)
+
+    def _note(self, span: tuple[dt.datetime, dt.datetime]) -> None:
+        """A dated item was appended: the buffer's floor and the latest date seen."""
+        self._buffer.noted(span)
+        if self._latest is None or span[1] > self._latest:
+            self._latest = span[1]
 
     def _start(self) -> None:
         self._buffer.start_if_empty()
