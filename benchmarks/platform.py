@@ -28,8 +28,8 @@ def amqp_url() -> str:
 def broker_problem(url: str | None = None) -> str | None:
     """Why the broker cannot be used (``None`` when it answers)."""
     params = pika.URLParameters(url or amqp_url())
-    params.socket_timeout = 3
-    params.blocked_connection_timeout = 3
+    params.socket_timeout = 30
+    params.blocked_connection_timeout = 30
     params.connection_attempts = 1
     try:
         pika.BlockingConnection(params).close()
@@ -72,9 +72,9 @@ class Platform:
 def opencti_platform(latency: float = 0.0) -> Iterator[Platform]:
     """Start the stub (``latency`` s per API call) and a real helper; stop both after."""
     from pycti import OpenCTIConnectorHelper
+    from tests.integration.stub_opencti import StubOpenCTI
 
     from tests.integration.conftest import helper_config
-    from tests.integration.stub_opencti import StubOpenCTI
 
     stub = StubOpenCTI(amqp_url()).start()
     saved_hook = sys.excepthook

@@ -360,7 +360,7 @@ class GenericBatchProcessor:
                 state_errors=self._checkpoint.errors,
                 dead_letters=store.summary(self.config.state_key)[0] if store else 0,
                 now=self._clock(),
-            )
+            ) | {"batches_in_flight": self._pipeline.in_flight if self._pipeline else 0}
 
     # --------------------------------------------------------- context manager
 

@@ -114,7 +114,10 @@ def test_failure_is_raised_at_the_next_call_and_cursor_holds() -> None:
     manager = RecordingWorkManager(fail={"send": lambda n: n == 1})
     processor = GenericBatchProcessor(config(), manager)
     processor.add_items([item(1), item(2)])
-    processor._pipeline.drain()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 60  # against a hang only
+    while processor.get_statistics()["batches_in_flight"]:  # the failed batch settles
+        assert time.monotonic() < deadline, "the batch never settled"
+        time.sleep(0.001)
     with pytest.raises(Exception, match="Batch #1"):
         processor.add_item(item(3))
     processor.add_item(item(4))  # reported once; the processor goes on
@@ -136,12 +139,15 @@ def test_flush_raises_the_pending_failure() -> None:
 
 def test_context_manager_stops_the_sender_thread() -> None:
     manager = RecordingWorkManager()
+    before = set(threading.enumerate())
     with GenericBatchProcessor(config(), manager) as processor:
         processor.add_items(item(n) for n in range(1, 6))
+        senders = {t for t in threading.enumerate() if t.name == "connector-batching-sender"}
+        assert senders - before, "pipelined sending runs on its own thread"
     assert len(manager.delivered_ids()) == 5
-    assert processor._pipeline is not None
-    thread = processor._pipeline._thread
-    assert thread is None or not thread.is_alive()  # a stopped sender clears itself
+    for thread in senders - before:
+        thread.join(timeout=60)  # close() joined it already: returns at once
+        assert not thread.is_alive()
 
 
 def test_threads_and_pipeline_lose_and_duplicate_nothing() -> None:
