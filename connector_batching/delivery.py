@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from connector_batching.batch import Batch
+from connector_batching.manager_calls import ManagerCalls
 from connector_batching.retry import TWO_TRIES, RetryPolicy
-from connector_batching.work_manager import ManagerCalls
 
 Prepare = Callable[[list[Any]], tuple[list[Any], list[Any]]]
 """Batch items → (items after preprocessing, the bundle's objects)."""

@@ -26,10 +26,10 @@ from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.errors import build_error
 from connector_batching.intake import Intake
 from connector_batching.ledger import Ledger
+from connector_batching.manager_calls import ManagerCalls
 from connector_batching.pipeline import BatchPipeline
 from connector_batching.settlement import Settlement
 from connector_batching.statistics import BatchLog, Statistics
-from connector_batching.work_manager import ManagerCalls
 
 _LOG = logging.getLogger("connector_batching")
 

@@ -20,9 +20,9 @@ from connector_batching.delivery import Delivery, Outcome
 from connector_batching.errors import build_error
 from connector_batching.intake import Intake
 from connector_batching.ledger import Ledger
+from connector_batching.manager_calls import ManagerCalls
 from connector_batching.references import ReferenceCache, bundle_members, complete_references
 from connector_batching.statistics import BatchLog, Statistics
-from connector_batching.work_manager import ManagerCalls
 
 
 class Settlement:

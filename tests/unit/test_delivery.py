@@ -7,8 +7,8 @@ from typing import Any
 from connector_batching import RetryPolicy
 from connector_batching.batch import Batch
 from connector_batching.delivery import Delivery, Outcome
+from connector_batching.manager_calls import ManagerCalls
 from connector_batching.testing import RecordingWorkManager
-from connector_batching.work_manager import ManagerCalls
 
 
 def deliver(manager: RecordingWorkManager, attempts: int = 3) -> tuple[Outcome, list[Any]]:
