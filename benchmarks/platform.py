@@ -1,6 +1,6 @@
 """A real pycti helper against the integration tests' stub OpenCTI API and RabbitMQ.
 
-Reuses ``tests.integration.stub_opencti.StubOpenCTI`` (the stub platform, which
+Reuses ``connector_batching.testing.stub_platform.StubOpenCTI`` (the stub platform, which
 declares a unique push queue per connector id and deletes it on stop) and
 ``tests.integration.conftest.helper_config`` (the helper configuration).
 """
@@ -63,7 +63,7 @@ class Platform:
 
     def depth(self) -> int:
         """Messages waiting in the push queue."""
-        from tests.integration.stub_opencti import queue_depth
+        from connector_batching.testing.stub_platform import queue_depth
 
         return queue_depth(self.stub.amqp_url, self.queue)
 
@@ -72,8 +72,8 @@ class Platform:
 def opencti_platform(latency: float = 0.0) -> Iterator[Platform]:
     """Start the stub (``latency`` s per API call) and a real helper; stop both after."""
     from pycti import OpenCTIConnectorHelper
-    from tests.integration.stub_opencti import StubOpenCTI
 
+    from connector_batching.testing.stub_platform import StubOpenCTI
     from tests.integration.conftest import helper_config
 
     stub = StubOpenCTI(amqp_url()).start()

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from pycti import MarkingDefinition
 
+from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue
 from example_connector.connector import STATE_KEY
-from tests.integration.stub_opencti import StubOpenCTI, drain_queue
 
 from .conftest import REPO, make_feed_rows, write_feed
 

@@ -10,7 +10,7 @@ from typing import Any
 import pika
 import pytest
 
-from tests.integration.stub_opencti import StubOpenCTI
+from connector_batching.testing.stub_platform import StubOpenCTI
 from tests.integration.tcp_proxy import TcpProxy
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -80,17 +80,7 @@ HelperFactory = Callable[..., Any]
 
 def helper_config(stub: StubOpenCTI, **connector: Any) -> dict[str, Any]:
     """An OpenCTI connector configuration pointing at ``stub``."""
-    return {
-        "opencti": {"url": stub.url, "token": stub.token, "json_logging": False},
-        "connector": {
-            "id": stub.connector_id,
-            "type": "EXTERNAL_IMPORT",
-            "name": f"batching-test-{stub.connector_id[:8]}",
-            "scope": "indicator,url",
-            "log_level": "info",
-            **connector,
-        },
-    }
+    return stub.helper_config(**connector)
 
 
 @pytest.fixture

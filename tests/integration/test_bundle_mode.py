@@ -26,8 +26,8 @@ from connector_batching.opencti import (
 )
 from connector_batching.references import add_references
 from connector_batching.stix import to_stix_dict
+from connector_batching.testing.stub_platform import PushedMessage, StubOpenCTI, decode_message
 from tests.integration.feed import AUTHOR, TLP_RED, modified_of, rows
-from tests.integration.stub_opencti import PushedMessage, StubOpenCTI, decode_message
 
 pytestmark = pytest.mark.broker
 

@@ -13,8 +13,8 @@ from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.local import LocalWorkManager
 from connector_batching.mixin import BatchingConnectorMixin
 from connector_batching.opencti import OpenCTIWorkManager
+from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue
 from tests.integration.feed import AUTHOR, TLP_RED, FeedRow, modified_of, rows
-from tests.integration.stub_opencti import StubOpenCTI, drain_queue
 
 pytestmark = pytest.mark.broker
 

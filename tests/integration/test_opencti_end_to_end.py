@@ -12,8 +12,8 @@ from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import format_instant
 from connector_batching.opencti import OpenCTIWorkManager
 from connector_batching.processor import GenericBatchProcessor
+from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue
 from tests.integration.feed import AUTHOR, TLP_RED, modified_of, rows
-from tests.integration.stub_opencti import StubOpenCTI, drain_queue
 
 pytestmark = pytest.mark.broker
 

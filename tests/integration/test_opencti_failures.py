@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.opencti import OpenCTIWorkManager
 from connector_batching.processor import GenericBatchProcessor
+from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue, queue_depth
 from tests.integration.feed import AUTHOR, TLP_RED, modified_of, rows
-from tests.integration.stub_opencti import StubOpenCTI, drain_queue, queue_depth
 
 pytestmark = pytest.mark.broker
 

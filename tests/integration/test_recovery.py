@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from connector_batching.opencti import OpenCTIWorkManager
+from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue
 from tests.integration.conftest import helper_config
 from tests.integration.feed import rows
-from tests.integration.stub_opencti import StubOpenCTI, drain_queue
 from tests.integration.test_mixin_connector import STATE_KEY, FeedConnector
 
 pytestmark = pytest.mark.broker

@@ -16,8 +16,8 @@ import pytest
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.opencti import OpenCTIWorkManager, redact
 from connector_batching.processor import GenericBatchProcessor
+from connector_batching.testing.stub_platform import StubOpenCTI
 from tests.integration.feed import AUTHOR, TLP_RED, modified_of, rows
-from tests.integration.stub_opencti import StubOpenCTI
 from tests.integration.test_mixin_connector import FeedConnector
 
 pytestmark = pytest.mark.broker

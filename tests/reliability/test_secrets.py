@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from connector_batching.testing.stub_platform import StubOpenCTI
 from example_connector.client import FeedError, FeedReader
 from example_connector.connector import URLhausConnector
 from example_connector.settings import SettingsError, load_settings
-from tests.integration.stub_opencti import StubOpenCTI
 
 from .conftest import child_env, cli, make_feed_rows, record, summary_table, write_feed
 
