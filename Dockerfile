@@ -9,23 +9,27 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CONNECTOR_TYPE=EXTERNAL_IMPORT \
     URLHAUS_DEAD_LETTER_PATH=/data/dead_letters.db
 
-WORKDIR /opt/opencti-connector-urlhaus
-
-# Build context: only what the package needs.
+# The library, from its source laid out as in the repository, with the example's
+# requirements: the same command as from a checkout.  No compiler is installed: the
+# dependencies install from musllinux (Alpine) wheels; one without such a wheel would
+# make this step fail, not the image misbehave.
+WORKDIR /usr/src/connector-batching
 COPY pyproject.toml README.md ./
 COPY connector_batching ./connector_batching
+COPY example_connector/requirements.txt ./example_connector/requirements.txt
+RUN pip install --no-cache-dir . -r example_connector/requirements.txt
+
+# The connector itself is not installed: `python -m example_connector` runs it from the
+# working directory, where a mounted config.yml is read too.
+WORKDIR /opt/opencti-connector-urlhaus
 COPY example_connector ./example_connector
 COPY entrypoint.sh /entrypoint.sh
-
-# No compiler is installed: the dependencies install from musllinux (Alpine) wheels; one
-# without such a wheel would make this step fail, not the image misbehave.
-RUN pip install --no-cache-dir . \
-    && adduser -D -H -u 10001 -s /sbin/nologin connector \
+RUN adduser -D -H -u 10001 -s /sbin/nologin connector \
     && mkdir -p /data \
     && chown connector /data \
     && chmod 0755 /entrypoint.sh
 
-# A config.yml mounted in the working directory is read; environment variables override it.
+# Environment variables override config.yml.
 USER 10001
 
 ENTRYPOINT ["/entrypoint.sh"]
