@@ -2,9 +2,13 @@
 
 * :class:`RecordingWorkManager` — an in-memory work manager that records every
   call, with scripted faults (no pycti, no broker).
-* ``connector_batching.testing.stub_platform`` — a stub OpenCTI GraphQL API that
-  a real pycti ``OpenCTIConnectorHelper`` talks to, with the push queue in
-  RabbitMQ (imports pika and pycti only when used).
+* ``connector_batching.testing.stub_platform`` — a stub OpenCTI platform: a
+  GraphQL API that a real pycti ``OpenCTIConnectorHelper`` talks to, with the
+  push queue in RabbitMQ, and ``StubOpenCTI.add_operation`` for the operations
+  a connector needs beyond the built-in ones.  Import it explicitly: it imports
+  pika, which importing this package does not.
+
+``docs/testing.md`` shows both in use.
 """
 
 from __future__ import annotations
