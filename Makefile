@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint typecheck docs pytest demo bench schema clean venv
+.PHONY: test lint typecheck docs pytest demo bench schema clean venv test-oldest-pycti
 
 venv: $(STAMP)
 
@@ -43,3 +43,19 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+
+# the integration tests against the oldest pycti pyproject.toml admits (what the OpenCTI
+# connectors repository pins), in a second venv; CI (.ci/run) runs it after `make test`
+OLDEST_PYCTI ?= 7.260817.0
+VENV_OLDEST  ?= .venv-oldest
+STAMP_OLDEST  = $(VENV_OLDEST)/.installed-$(OLDEST_PYCTI)
+
+$(STAMP_OLDEST): pyproject.toml
+	test -x $(VENV_OLDEST)/bin/python || $(PYTHON) -m venv $(VENV_OLDEST)
+	$(VENV_OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_OLDEST)/bin/python -m pip install --quiet -e '.[dev]' 'pycti==$(OLDEST_PYCTI)'
+	touch $(STAMP_OLDEST)
+
+test-oldest-pycti: $(STAMP_OLDEST)
+	$(VENV_OLDEST)/bin/python -c 'import importlib.metadata as m, sys; v = m.version("pycti"); print("pycti", v); sys.exit(v != "$(OLDEST_PYCTI)")'
+	CONNECTOR_BATCHING_REQUIRE_BROKER=1 $(VENV_OLDEST)/bin/python -m pytest tests/integration
