@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from connector_batching.config_helpers import ReferenceConfigHelpers
 from connector_batching.retry import RetryPolicy
 
 EMPTY_BATCH_BEHAVIORS = ("skip", "update_state", "error")
@@ -79,7 +80,7 @@ def _check_number(name: str, value: object, *, allow_none: bool = False) -> None
 
 
 @dataclass
-class GenericBatchProcessorConfig:
+class GenericBatchProcessorConfig(ReferenceConfigHelpers):
     """Configuration for a :class:`~connector_batching.GenericBatchProcessor`.
 
     Invalid values raise ``ValueError`` naming the field, at construction.
@@ -130,6 +131,12 @@ class GenericBatchProcessorConfig:
     """Objects kept to complete later bundles' references (markings and authors apart)."""
     dead_letter_path: str | None = None
     """SQLite file where items of batches that failed for good are persisted."""
+    is_sorted: bool | None = None
+    """Whether items come in non-decreasing date order (the Singer SDK's name): it
+    decides when the cursor may move mid-run.  ``True``: after every delivered
+    batch; ``False``: only at the end of the run, once everything accepted was
+    delivered; ``None``: as ``True`` until the first item older than the latest
+    date seen, then as ``False`` (said once at WARNING)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
@@ -148,6 +155,8 @@ class GenericBatchProcessorConfig:
             raise ValueError(
                 f"exception_class must be an exception class, got {self.exception_class!r}"
             )
+        if self.is_sorted not in (None, True, False):
+            raise ValueError(f"is_sorted must be True, False or None, got {self.is_sorted!r}")
         if self.display_name_singular is None:
             self.display_name_singular = singularize(self.display_name)
         if self.empty_batch_behavior not in EMPTY_BATCH_BEHAVIORS:
@@ -191,11 +200,11 @@ class GenericBatchProcessorConfig:
             if value is not None and not callable(value):
                 raise ValueError(f"{name} must be callable or None, got {value!r}")
 
-    def format_work_name(self, batch_num: int) -> str:
-        """The work name of batch ``batch_num``."""
-        return self.work_name_template.format(
-            batch_num=batch_num, entity_type=self.entity_type, display_name=self.display_name
-        )
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A template changed at run time is checked like one given at construction.
+        if name == "work_name_template" and "work_name_template" in self.__dict__:
+            _check_template(value)
+        object.__setattr__(self, name, value)
 
     def retry_policy(self) -> RetryPolicy:
         """The batch delivery's retry policy (attempts, delays, cap, jitter, timeout)."""

@@ -34,9 +34,12 @@ class Intake:
         self._logger = logger
         self.groups_seen = False
         """Set once a group (a list payload) was accepted: bundles then flatten."""
+        self.dated = False
+        """Set once an item was given a date (by the source or the function)."""
 
-    def prepare(self, item: Any) -> tuple[Any, DateSpan] | None:
-        """The item's payload and dates; None when it is rejected."""
+    def prepare(self, item: Any, date: Any = None) -> tuple[Any, DateSpan] | None:
+        """The item's payload and dates; None when it is rejected.  ``date`` (from
+        the source) wins over the date extraction function."""
         try:
             payload = normalize_item(item)
         except ItemRejected as exc:
@@ -54,8 +57,23 @@ class Intake:
             if not valid:
                 self.reject("invalid", "validation_function returned False")
                 return None
+        if date is not None:
+            try:
+                instant = parse_instant(date)
+            except Exception:  # InvalidDate: undated, counted
+                with self._lock:
+                    self._stats.date_errors += 1
+                instant = None
+            if instant is not None:
+                self.dated = True
+                return payload, (instant, instant)
         extract = self._extract
-        return payload, (None if extract is None else self._date(extract, payload))
+        if extract is None:
+            return payload, None
+        span = self._date(extract, payload)
+        if span is not None:
+            self.dated = True
+        return payload, span
 
     def _date(self, extract: Callable[[Any], Any], payload: Any) -> DateSpan:
         first = last = None

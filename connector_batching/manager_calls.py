@@ -70,7 +70,18 @@ def _error_pair(manager: Any) -> tuple[str, str] | None:
 class ManagerCalls:
     """A work manager's four (or six) calls, bound to its own parameter names."""
 
-    __slots__ = ("_close", "_entity", "_error", "_initiate", "_name", "_objects", "_send", "_state")
+    __slots__ = (
+        "_close",
+        "_entity",
+        "_error",
+        "_initiate",
+        "_name",
+        "_objects",
+        "_read",
+        "_read_takes_key",
+        "_send",
+        "_state",
+    )
 
     def __init__(self, manager: Any) -> None:
         check_work_manager(manager)
@@ -86,6 +97,9 @@ class ManagerCalls:
         self._send: Any = manager.send_bundle
         self._close: Any = manager.work_to_process
         self._state: Any = manager.update_state
+        self._read: Any = getattr(manager, "get_state", None)
+        found = _parameters(self._read) if callable(self._read) else None
+        self._read_takes_key = found is None or bool(found[0]) or found[1]
 
     @property
     def error_closing(self) -> bool:
@@ -118,3 +132,18 @@ class ManagerCalls:
     def write_state(self, state_key: str, date_str: str) -> None:
         """Save the cursor."""
         self._state(state_key=state_key, date_str=date_str)
+
+    @property
+    def can_read_state(self) -> bool:
+        """True when the manager can read a stored cursor back (``get_state``)."""
+        return callable(self._read)
+
+    def read_state(self, state_key: str) -> Any:
+        """The stored cursor: ``get_state(state_key)``, or the key of the state dict a
+        reference-style ``get_state()`` returns; None without ``get_state``."""
+        if not callable(self._read):
+            return None
+        if self._read_takes_key:
+            return self._read(state_key)
+        state = self._read()
+        return state.get(state_key) if isinstance(state, dict) else None

@@ -68,7 +68,16 @@ class GenericBatchProcessor:
         self._dates = self._buffer.dates
         store = DeadLetterStore(config.dead_letter_path) if config.dead_letter_path else None
         self._ledger = Ledger(self._buffer, store, config.state_key, self.logger)
-        self._checkpoint = Checkpoint(config.state_key, self._calls.write_state, self.logger)
+        self._checkpoint = Checkpoint(
+            config.state_key,
+            self._calls.write_state,
+            self.logger,
+            read=(lambda: self._calls.read_state(config.state_key))
+            if self._calls.can_read_state
+            else None,
+            is_sorted=config.is_sorted,
+        )
+        self._rewind = False  # an out-of-order item arrived: rewrite the cursor
         self._settlement = Settlement(
             config,
             self._calls,
@@ -98,13 +107,15 @@ class GenericBatchProcessor:
 
     # ------------------------------------------------------------------ adding
 
-    def add_item(self, item: Any) -> bool:
-        """Add one item; returns False (and counts it) when it is rejected.
+    def add_item(self, item: Any, date: Any = None) -> bool:
+        """Add one item (or a list/tuple of objects kept together); returns False
+        (and counts it) when it is rejected.  ``date`` — from the source: an ISO
+        string, ``datetime`` or epoch — wins over ``date_extraction_function``.
 
         Raises the configured exception class only when adding completes a
         batch that then fails for good (its items are kept as failed).
         """
-        if self._simple and type(item) is dict:
+        if self._simple and date is None and type(item) is dict:
             try:  # hot path: a STIX dict, no hooks, synchronous, no age limit
                 stix_dict = type(item["id"]) is str and type(item["type"]) is str
             except KeyError:
@@ -120,21 +131,25 @@ class GenericBatchProcessor:
                     if len(items) >= self._batch_size:
                         self._cut_full_batches()
                 return True
-        prepared = self._intake.prepare(item)
+        prepared = self._intake.prepare(item, date)
         if prepared is None:
             return False
         payload, span = prepared
-        with self._lock:
-            items = self._items
-            if not items:
-                self._start()
-            items.append(payload)
-            self._dates.append(span)
-            self._stats.accepted += 1
-            if span is not None:
-                self._note(span)
-            if (self._auto and len(items) >= self._batch_size) or self._max_age is not None:
-                self._cut_full_batches()
+        try:
+            with self._lock:
+                items = self._items
+                if not items:
+                    self._start()
+                items.append(payload)
+                self._dates.append(span)
+                self._stats.accepted += 1
+                if span is not None:
+                    self._note(span)
+                if (self._auto and len(items) >= self._batch_size) or self._max_age is not None:
+                    self._cut_full_batches()
+        finally:
+            if self._rewind:
+                self._rewind_cursor()
         if self._pipeline is not None:
             self._pipeline.after_add()
         return True
@@ -160,27 +175,46 @@ class GenericBatchProcessor:
     def _extend(self, payloads: list[Any], spans: list[Any] | None) -> int:
         """Accept ``payloads`` (``spans`` None: all undated) into the buffer, then cut
         what is full; the lock is taken once."""
-        with self._lock:
-            if not self._items:
-                self._start()
-            self._items.extend(payloads)
-            if spans is None:
-                self._dates.extend([None] * len(payloads))
-            else:
-                self._dates.extend(spans)
-                for span in spans:
-                    if span is not None:
-                        self._note(span)
-            self._stats.accepted += len(payloads)
-            self._cut_full_batches()
+        try:
+            with self._lock:
+                if not self._items:
+                    self._start()
+                self._items.extend(payloads)
+                if spans is None:
+                    self._dates.extend([None] * len(payloads))
+                else:
+                    self._dates.extend(spans)
+                    for span in spans:
+                        if span is not None:
+                            self._note(span)
+                self._stats.accepted += len(payloads)
+                self._cut_full_batches()
+        finally:
+            if self._rewind:
+                self._rewind_cursor()
         self._after_add()
         return len(payloads)
 
     def _note(self, span: tuple[dt.datetime, dt.datetime]) -> None:
-        """A dated item was appended: the buffer's floor and the latest date seen."""
+        """A dated item was appended: the buffer's floor, the latest date seen, and
+        whether it arrived out of order (older than the latest date seen)."""
         self._buffer.noted(span)
-        if self._latest is None or span[1] > self._latest:
+        latest = self._latest
+        if latest is None or span[1] > latest:
             self._latest = span[1]
+        if latest is not None and span[0] < latest:
+            self._stats.out_of_order += 1
+            if self._checkpoint.sorted:  # from now on the cursor moves at the end only
+                self._checkpoint.sorted = False
+                self._rewind = True
+                self._log.out_of_order(
+                    self.config.state_key, span[0], latest, self.config.is_sorted
+                )
+
+    def _rewind_cursor(self) -> None:
+        """Right after the first out-of-order item: the stored cursor must not pass it."""
+        self._rewind = False
+        self._settlement.commit()
 
     def _start(self) -> None:
         self._buffer.start_if_empty()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector_batching.batch import Batch
-from connector_batching.checkpoint import Checkpoint, final_cursor
+from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.delivery import Delivery, Outcome
 from connector_batching.errors import build_error
@@ -158,8 +158,11 @@ class Settlement:
         self._checkpoint.commit(lambda: self.cursor(final), self._lock, pipelined=self.pipelined)
 
     def cursor(self, final: bool) -> dt.datetime | None:
-        safe = self._checkpoint.safe(self._ledger.floor())
-        if not final:
-            return safe
-        dated = self.config.date_extraction_function is not None
-        return final_cursor(safe, dated=dated, undelivered=self._ledger.has_undelivered())
+        """The cursor to write now, from the ledger's floor and the checkpoint's rules."""
+        dated = self.config.date_extraction_function is not None or self._intake.dated
+        return self._checkpoint.cursor(
+            self._ledger.floor(),
+            final=final,
+            dated=dated,
+            undelivered=self._ledger.has_undelivered(),
+        )

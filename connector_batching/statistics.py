@@ -33,6 +33,7 @@ class Statistics:
         self.references_unresolved = 0
         self.close_errors = 0
         self.hook_errors = 0
+        self.out_of_order = 0
         self.first_item_at: float | None = None
         self.last_delivery_at: float | None = None
 
@@ -88,6 +89,7 @@ class Statistics:
             "hook_errors": self.hook_errors,
             "dead_letters": dead_letters,
             "items_per_second": (self.items_processed / elapsed) if elapsed > 0 else 0.0,
+            "out_of_order_items": self.out_of_order,
         }
 
 
@@ -132,6 +134,16 @@ class BatchLog:
     def hook_failed(self, number: int, exc: BaseException) -> None:
         self.logger.error(
             f"Batch #{number}: postprocessing_function raised {exc!r} (the batch was delivered)"
+        )
+
+    def out_of_order(
+        self, state_key: str, date: dt.datetime, latest: dt.datetime, is_sorted: bool | None
+    ) -> None:
+        promise = "is_sorted=True, but an item" if is_sorted else "An item"
+        self.logger.warning(
+            f"{promise} dated {format_instant(date)} arrived after {format_instant(latest)}: "
+            f"the feed is not sorted by date, so cursor {state_key} no longer moves mid-run; "
+            "it moves at the end of the run, once everything accepted was delivered"
         )
 
     def held(self, state_key: str, committed: str | None, undelivered: int) -> None:

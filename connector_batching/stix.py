@@ -5,6 +5,7 @@ An *item* handed to the processor is one of:
 * a ``stix2`` object;
 * an object with ``to_stix()`` or ``to_stix2_object()`` returning one object or
   a list of objects (a *group*: its members always travel in the same batch);
+* a ``list`` or ``tuple`` of such objects (a group, as a mapper's list);
 * a ``dict`` with ``id`` and ``type``;
 * any other object with string ``id`` and ``type`` attributes (passed through).
 """
@@ -58,6 +59,8 @@ def normalize_item(item: object) -> Any:
         raise ItemRejected("not_stix", "dict item lacks a string 'id' and 'type'")
     if isinstance(item, _STIXBase):
         return item
+    if type(item) is list or (type(item) is tuple and not hasattr(item, "_fields")):
+        return _check_converted(item, item)  # a group given as it is: kept together
     convert = getattr(item, "to_stix", None) or getattr(item, "to_stix2_object", None)
     if callable(convert):
         try:
@@ -83,13 +86,13 @@ def normalize_item(item: object) -> Any:
 def _check_converted(item: object, result: object) -> Any:
     if isinstance(result, list | tuple):
         members = list(result)
+        reason = "not_stix" if result is item else "conversion_failed"
         if not members:
-            raise ItemRejected("conversion_failed", f"{type(item).__name__} converted to []")
+            raise ItemRejected(reason, f"{type(item).__name__} holds no STIX object")
         for member in members:
             if not _is_stix_like(member):
                 raise ItemRejected(
-                    "conversion_failed",
-                    f"{type(item).__name__} converted to a non-STIX {type(member).__name__}",
+                    reason, f"{type(item).__name__} holds a non-STIX {type(member).__name__}"
                 )
         return members if len(members) > 1 else members[0]
     if not _is_stix_like(result):

@@ -70,6 +70,7 @@ def test_dates_compare_as_instants_and_cursor_is_utc_z() -> None:
     processor.add_item(item(2, "2024-03-01T06:00:00Z"))
     processor.add_item(item(3, "2024-03-01T01:30:00-03:00"))  # 04:30Z
     processor.flush()
+    processor.update_final_state()  # not sorted: the cursor moves at the end of the run
     assert manager.state["cursor"] == "2024-03-01T06:00:00Z"
     assert processor.get_statistics()["latest_date"] == "2024-03-01T06:00:00Z"
 
@@ -138,6 +139,9 @@ def test_cursor_moves_back_when_an_older_item_fails_after_a_newer_checkpoint() -
     assert manager.state["cursor"] == "2024-01-10T00:00:00Z"
     with pytest.raises(Exception, match="Batch #2"):
         processor.add_item(item(2, "2024-01-05T00:00:00Z"))  # out of order, then lost
+    # Out of order: back to the cursor stored before the run (none: the earliest instant).
+    assert manager.state["cursor"] == "0001-01-01T00:00:00Z"
+    processor.update_final_state()  # the run is over: just before the lost item
     assert manager.state["cursor"] == "2024-01-04T23:59:59.999999Z"
 
 
