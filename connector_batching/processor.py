@@ -268,6 +268,7 @@ class GenericBatchProcessor:
         until every batch was delivered or failed, and raises the first failure
         not yet reported.
         """
+        self._settlement.report_rejections()
         with self._lock:
             batch, first_error = None, None
             while self._items:  # every pending batch is tried; the first failure raised
@@ -321,10 +322,16 @@ class GenericBatchProcessor:
 
         Without date extraction, and with nothing undelivered, the current
         time is written (the seed's behaviour).  Never raises for a failed write.
+        Rejections not reported yet are said at WARNING; a run that accepted
+        nothing says so (at ERROR when everything offered was rejected).
         """
+        self._settlement.report_rejections()
         with self._lock:
             held = self._settlement.cursor(final=True) is None and self._ledger.has_undelivered()
             undelivered = self._ledger.undelivered_count()
+            nothing = self._stats.accepted == 0
+        if nothing:  # no silent no-op: a run that accepted nothing says so, and why
+            self._log.nothing_accepted(dict(self._stats.rejected))
         if held:
             self._log.held(self.config.state_key, self._checkpoint.committed_text, undelivered)
             return

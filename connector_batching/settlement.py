@@ -112,6 +112,7 @@ class Settlement:
                     self._stats.hook_errors += 1
                 self._log.hook_failed(batch.number, exc)
         self.commit()
+        self.report_rejections()
         self._log.delivered(
             batch.number,
             len(outcome.processed),
@@ -131,6 +132,7 @@ class Settlement:
             self._stats.batches_failed += 1
             self._ledger.failed_for_good(batch, reason)
         self._log.failed(batch.number, len(batch.items), reason)
+        self.report_rejections()
         self.commit()
 
     @staticmethod
@@ -152,6 +154,12 @@ class Settlement:
 
     def _error(self, message: str, **ids: Any) -> BaseException:
         return build_error(self.config.exception_class, message, **ids)
+
+    def report_rejections(self) -> None:
+        """Say at WARNING what was rejected since the last report (once per batch)."""
+        with self._lock:
+            counts = self._stats.take_unreported()
+        self._log.rejected(counts)
 
     def commit(self, *, final: bool = False) -> None:
         """Compute and write the (``final``: end-of-run) cursor, ordered with every other write."""

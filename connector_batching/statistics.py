@@ -22,6 +22,7 @@ class Statistics:
     def __init__(self) -> None:
         self.accepted = 0
         self.rejected: dict[str, int] = {}
+        self.unreported: dict[str, int] = {}  # rejections since the last report
         self.date_errors = 0
         self.items_processed = 0
         self.items_sent = 0
@@ -40,6 +41,12 @@ class Statistics:
     def reject(self, reason: str) -> None:
         """One item refused at the door, for ``reason``."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.unreported[reason] = self.unreported.get(reason, 0) + 1
+
+    def take_unreported(self) -> dict[str, int]:
+        """Rejections not reported yet (then forgotten)."""
+        counts, self.unreported = self.unreported, {}
+        return counts
 
     def delivered(self, items: int, sent: int, objects: int, now: float) -> None:
         """A batch of ``items`` (``sent`` after preprocessing, ``objects`` in the bundle)."""
@@ -145,6 +152,26 @@ class BatchLog:
             f"the feed is not sorted by date, so cursor {state_key} no longer moves mid-run; "
             "it moves at the end of the run, once everything accepted was delivered"
         )
+
+    def rejected(self, counts: dict[str, int]) -> None:
+        """Rejected items since the last report, by reason (WARNING: bad input is news)."""
+        if counts:
+            reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
+            self.logger.warning(
+                f"{sum(counts.values())} {self._name} rejected since the last report "
+                f"({reasons}); they are counted in rejected_by_reason, details at DEBUG"
+            )
+
+    def nothing_accepted(self, rejected: dict[str, int]) -> None:
+        """The end of a run that accepted nothing: ERROR when everything was rejected."""
+        if rejected:
+            reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(rejected.items()))
+            self.logger.error(
+                f"Nothing was delivered: all {sum(rejected.values())} {self._name} offered "
+                f"were rejected ({reasons})"
+            )
+        else:
+            self.logger.warning(f"Nothing was delivered: no {self._name} were offered")
 
     def held(self, state_key: str, committed: str | None, undelivered: int) -> None:
         self.logger.warning(
