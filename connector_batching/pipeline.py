@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -119,3 +119,25 @@ class BatchPipeline(Generic[T]):
                 with self._cond:
                     self._in_flight -= 1
                     self._cond.notify_all()
+
+
+class DirectDelivery:
+    """Synchronous sending, with the pipeline's interface: each batch is
+    delivered in the caller's thread, so there is nothing to wait for."""
+
+    in_flight = 0
+
+    def __init__(self, deliver: Callable[[Any], object]) -> None:
+        self.submit = deliver
+
+    def settle(self) -> None:
+        """Nothing queued: nothing to wait for."""
+
+    def raise_error(self) -> None:
+        """Failures were raised to the caller already."""
+
+    def after_add(self) -> None:
+        """No back-pressure without a queue."""
+
+    def close(self) -> None:
+        """No thread to stop."""

@@ -17,19 +17,15 @@ from itertools import islice
 from types import TracebackType
 from typing import Any
 
-from connector_batching.batch import Batch, latest
+from connector_batching.batch import Batch
 from connector_batching.buffer import Buffer
-from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
 from connector_batching.cursor import parse_instant
 from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.errors import build_error
-from connector_batching.intake import Intake
-from connector_batching.ledger import Ledger
 from connector_batching.manager_calls import ManagerCalls
-from connector_batching.pipeline import BatchPipeline
+from connector_batching.pipeline import BatchPipeline, DirectDelivery
 from connector_batching.settlement import Settlement
-from connector_batching.statistics import BatchLog, Statistics
 
 _LOG = logging.getLogger("connector_batching")
 
@@ -54,56 +50,44 @@ class GenericBatchProcessor:
     ) -> None:
         if not isinstance(config, GenericBatchProcessorConfig):
             raise TypeError("config must be a GenericBatchProcessorConfig")
-        self._calls = ManagerCalls(work_manager)
         self.config = config
         self.work_manager = work_manager
         self.logger: Any = logger if logger is not None else _LOG
         self._clock = clock or time.monotonic
         self._lock = threading.RLock()
-        self._stats = Statistics()
-        self._log = BatchLog(self.logger, config.display_name, config.max_retries)
-        self._intake = Intake(config, self._stats, self._lock, self.logger)
         self._buffer = Buffer(self._clock)
         self._items = self._buffer.items  # the hot path appends here directly
         self._dates = self._buffer.dates
-        store = DeadLetterStore(config.dead_letter_path) if config.dead_letter_path else None
-        self._ledger = Ledger(self._buffer, store, config.state_key, self.logger)
-        self._checkpoint = Checkpoint(
-            config.state_key,
-            self._calls.write_state,
-            self.logger,
-            read=(lambda: self._calls.read_state(config.state_key))
-            if self._calls.can_read_state
-            else None,
-            is_sorted=config.is_sorted,
-        )
-        self._rewind = False  # an out-of-order item arrived: rewrite the cursor
-        self._settlement = Settlement(
+        self._settlement = settlement = Settlement(
             config,
-            self._calls,
-            sleep=sleep or (lambda seconds: time.sleep(seconds)),
+            ManagerCalls(work_manager),
+            buffer=self._buffer,
             lock=self._lock,
-            intake=self._intake,
-            ledger=self._ledger,
-            stats=self._stats,
-            checkpoint=self._checkpoint,
-            log=self._log,
+            logger=self.logger,
             clock=self._clock,
+            sleep=sleep or (lambda seconds: time.sleep(seconds)),
         )
+        self._stats, self._intake, self._ledger = (
+            settlement.stats,
+            settlement.intake,
+            settlement.ledger,
+        )
+        self._checkpoint = settlement.checkpoint
+        self._rewind = False  # an out-of-order item arrived: rewrite the cursor
         self._batch_size, self._auto = config.batch_size, config.auto_process
         self._max_age = config.max_batch_age
         self._plain = config.validation_function is None and config.date_extraction_function is None
         self._simple = self._plain and self._auto and self._max_age is None
         self._batch_num = 0
-        self._latest: dt.datetime | None = None
-        self._pipeline: BatchPipeline[Batch] | None = None
-        if config.max_in_flight_batches > 0:
-            self._simple = False
-            self._pipeline = BatchPipeline(
-                self._settlement.deliver,
-                threading.Condition(self._lock),
-                config.max_in_flight_batches,
+        self._pipelined = config.max_in_flight_batches > 0
+        self._simple = self._simple and not self._pipelined
+        self._pipeline: BatchPipeline[Batch] | DirectDelivery = (
+            BatchPipeline(
+                settlement.deliver, threading.Condition(self._lock), config.max_in_flight_batches
             )
+            if self._pipelined
+            else DirectDelivery(settlement.deliver)
+        )
 
     # ------------------------------------------------------------------ adding
 
@@ -150,7 +134,7 @@ class GenericBatchProcessor:
         finally:
             if self._rewind:
                 self._rewind_cursor()
-        if self._pipeline is not None:
+        if self._pipelined:
             self._pipeline.after_add()
         return True
 
@@ -192,24 +176,14 @@ class GenericBatchProcessor:
         finally:
             if self._rewind:
                 self._rewind_cursor()
-        self._after_add()
+        self._pipeline.after_add()
         return len(payloads)
 
     def _note(self, span: tuple[dt.datetime, dt.datetime]) -> None:
-        """A dated item was appended: the buffer's floor, the latest date seen, and
-        whether it arrived out of order (older than the latest date seen)."""
+        """A dated item was appended (lock held): the buffer's floor, the date order."""
         self._buffer.noted(span)
-        latest = self._latest
-        if latest is None or span[1] > latest:
-            self._latest = span[1]
-        if latest is not None and span[0] < latest:
-            self._stats.out_of_order += 1
-            if self._checkpoint.sorted:  # from now on the cursor moves at the end only
-                self._checkpoint.sorted = False
-                self._rewind = True
-                self._log.out_of_order(
-                    self.config.state_key, span[0], latest, self.config.is_sorted
-                )
+        if self._settlement.note(span):
+            self._rewind = True
 
     def _rewind_cursor(self) -> None:
         """Right after the first out-of-order item: the stored cursor must not pass it."""
@@ -241,10 +215,7 @@ class GenericBatchProcessor:
         self._batch_num += 1
         batch = self._buffer.cut(self._batch_num, self._batch_size if self._auto else None)
         self._ledger.sent(batch)
-        if self._pipeline is not None:
-            self._pipeline.submit(batch)
-        else:
-            self._settlement.deliver(batch)
+        self._pipeline.submit(batch)
         return batch
 
     def process_current_batch(self) -> str | None:
@@ -252,7 +223,7 @@ class GenericBatchProcessor:
 
         With pipelined sending this waits for the batch (and those before it).
         """
-        self._raise_pipeline_error()
+        self._pipeline.raise_error()
         with self._lock:
             batch = self._cut()
         work_id = self._settle(batch)
@@ -282,7 +253,7 @@ class GenericBatchProcessor:
 
     def process_if_due(self) -> str | None:
         """Deliver the current batch if it is older than ``max_batch_age``."""
-        self._raise_pipeline_error()
+        self._pipeline.raise_error()
         with self._lock:
             due = self._items and self._buffer.is_stale(self._max_age)
             batch = self._cut() if due else None
@@ -294,8 +265,7 @@ class GenericBatchProcessor:
         try:
             self.flush()
         finally:
-            if self._pipeline is not None:
-                self._pipeline.close()
+            self._pipeline.close()
             if self._ledger.store is not None:
                 self._ledger.store.close()
 
@@ -305,37 +275,18 @@ class GenericBatchProcessor:
         return self._ledger.store
 
     def _settle(self, batch: Batch | None) -> str | None:
-        if self._pipeline is not None:
-            self._pipeline.settle()
+        self._pipeline.settle()
         return None if batch is None else batch.work_id
-
-    def _raise_pipeline_error(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.raise_error()
-
-    def _after_add(self) -> None:
-        if self._pipeline is not None:
-            self._pipeline.after_add()
 
     def update_final_state(self) -> None:
         """Write the cursor: the latest delivered date that passes no undelivered item.
 
-        Without date extraction, and with nothing undelivered, the current
-        time is written (the seed's behaviour).  Never raises for a failed write.
-        Rejections not reported yet are said at WARNING; a run that accepted
-        nothing says so (at ERROR when everything offered was rejected).
+        Without dates, and with nothing undelivered, the current time is written
+        (the seed's behaviour).  Never raises for a failed write.  Rejections not
+        reported yet are said at WARNING; a run that accepted nothing says so
+        (at ERROR when everything offered was rejected).
         """
-        self._settlement.report_rejections()
-        with self._lock:
-            held = self._settlement.cursor(final=True) is None and self._ledger.has_undelivered()
-            undelivered = self._ledger.undelivered_count()
-            nothing = self._stats.accepted == 0
-        if nothing:  # no silent no-op: a run that accepted nothing says so, and why
-            self._log.nothing_accepted(dict(self._stats.rejected))
-        if held:
-            self._log.held(self.config.state_key, self._checkpoint.committed_text, undelivered)
-            return
-        self._settlement.commit(final=True)
+        self._settlement.final_state()
 
     def set_latest_date(self, date_str: Any) -> None:
         """Declare data up to ``date_str`` as covered (a cursor candidate).
@@ -348,9 +299,7 @@ class GenericBatchProcessor:
             raise ValueError(f"set_latest_date: {date_str!r} is out of range") from exc
         if instant is None:
             raise ValueError(f"set_latest_date needs a date, got {date_str!r}")
-        with self._lock:
-            self._latest = latest(self._latest, instant)
-            self._checkpoint.covered(instant)
+        self._settlement.cover(instant)
 
     # ------------------------------------------------------------------ reading
 
@@ -378,30 +327,14 @@ class GenericBatchProcessor:
         with self._lock:
             if not self._items:
                 self._start()
-            queued = self._ledger.requeue()
-            if queued and any(type(p) is list for p in self._items[:queued]):
-                self._intake.groups_seen = True
-            for span in self._dates[:queued]:
-                if span is not None:
-                    self._latest = latest(self._latest, span[1])
+            queued = self._settlement.requeue()
             self._cut_full_batches()
-        self._after_add()
+        self._pipeline.after_add()
         return queued
 
     def get_statistics(self) -> dict[str, Any]:
         """Counters and cursor dates (ISO 8601 UTC ``Z``)."""
-        with self._lock:
-            store = self._ledger.store
-            return self._stats.snapshot(
-                batch_size=self.config.batch_size,
-                pending=len(self._items),
-                failed=len(self._ledger.failed),
-                latest=self._latest,
-                committed=self._checkpoint.committed_text,
-                state_errors=self._checkpoint.errors,
-                dead_letters=store.summary(self.config.state_key)[0] if store else 0,
-                now=self._clock(),
-            ) | {"batches_in_flight": self._pipeline.in_flight if self._pipeline else 0}
+        return self._settlement.snapshot(len(self._items), self._pipeline.in_flight)
 
     # --------------------------------------------------------- context manager
 

@@ -13,9 +13,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from connector_batching.batch import Batch
+from connector_batching.batch import Batch, latest
+from connector_batching.buffer import Buffer
 from connector_batching.checkpoint import Checkpoint
 from connector_batching.config import GenericBatchProcessorConfig
+from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.delivery import Delivery, Outcome
 from connector_batching.errors import build_error
 from connector_batching.intake import Intake
@@ -33,23 +35,26 @@ class Settlement:
         config: GenericBatchProcessorConfig,
         calls: ManagerCalls,
         *,
-        sleep: Callable[[float], None],
+        buffer: Buffer,
         lock: threading.RLock,
-        intake: Intake,
-        ledger: Ledger,
-        stats: Statistics,
-        checkpoint: Checkpoint,
-        log: BatchLog,
+        logger: Any,
         clock: Callable[[], float],
+        sleep: Callable[[float], None],
     ) -> None:
         self.config = config
         self._lock = lock
-        self._intake = intake
-        self._ledger = ledger
-        self._stats = stats
-        self._checkpoint = checkpoint
-        self._log = log
         self._clock = clock
+        self.stats = Statistics()
+        self.log = BatchLog(logger, config.display_name, config.max_retries)
+        self.intake = Intake(config, self.stats, lock, logger)
+        store = DeadLetterStore(config.dead_letter_path) if config.dead_letter_path else None
+        self.ledger = Ledger(buffer, store, config.state_key, logger)
+        read = (lambda: calls.read_state(config.state_key)) if calls.can_read_state else None
+        self.checkpoint = Checkpoint(
+            config.state_key, calls.write_state, logger, read=read, is_sorted=config.is_sorted
+        )
+        self.latest: dt.datetime | None = None
+        """The latest date seen (delivered or not), for the statistics and the order check."""
         self._references = ReferenceCache(config.reference_cache_size)
         self.pipelined = config.max_in_flight_batches > 0
         self.delivery = Delivery(
@@ -60,6 +65,71 @@ class Settlement:
             on_retry=self.on_retry,
             on_close_error=self.on_close_error,
         )
+        # the short names the booking code below uses
+        self._intake, self._ledger, self._stats = self.intake, self.ledger, self.stats
+        self._checkpoint, self._log = self.checkpoint, self.log
+
+    def note(self, span: tuple[dt.datetime, dt.datetime]) -> bool:
+        """A dated item was accepted (lock held): True when it is the first item
+        found out of order, after which the stored cursor must be rewritten."""
+        latest = self.latest
+        if latest is None or span[1] > latest:
+            self.latest = span[1]
+        if latest is None or span[0] >= latest:
+            return False
+        self.stats.out_of_order += 1
+        if not self.checkpoint.sorted:
+            return False
+        self.checkpoint.sorted = False  # from now on the cursor moves at the end only
+        self.log.out_of_order(self.config.state_key, span[0], latest, self.config.is_sorted)
+        return True
+
+    def final_state(self) -> None:
+        """The end-of-run write (``update_final_state``), with the run's reports."""
+        self.report_rejections()
+        with self._lock:
+            held = self.cursor(final=True) is None and self.ledger.has_undelivered()
+            undelivered = self.ledger.undelivered_count()
+            nothing = self.stats.accepted == 0
+        if nothing:  # no silent no-op: a run that accepted nothing says so, and why
+            self.log.nothing_accepted(dict(self.stats.rejected))
+        if held:
+            self.log.held(self.config.state_key, self.checkpoint.committed_text, undelivered)
+            return
+        self.commit(final=True)
+
+    def requeue(self) -> int:
+        """The failed items and earlier runs' dead letters back at the buffer's head
+        (lock held); returns how many."""
+        queued = self.ledger.requeue()
+        buffer = self.ledger.buffer
+        if queued and any(type(p) is list for p in buffer.items[:queued]):
+            self.intake.groups_seen = True
+        for span in buffer.dates[:queued]:
+            if span is not None:
+                self.latest = latest(self.latest, span[1])
+        return queued
+
+    def cover(self, instant: dt.datetime) -> None:
+        """Data up to ``instant`` counts as delivered (``set_latest_date``)."""
+        with self._lock:
+            self.latest = latest(self.latest, instant)
+            self.checkpoint.covered(instant)
+
+    def snapshot(self, pending: int, in_flight: int) -> dict[str, Any]:
+        """The ``get_statistics()`` dict."""
+        with self._lock:
+            store = self.ledger.store
+            return self.stats.snapshot(
+                batch_size=self.config.batch_size,
+                pending=pending,
+                failed=len(self.ledger.failed),
+                latest=self.latest,
+                committed=self.checkpoint.committed_text,
+                state_errors=self.checkpoint.errors,
+                dead_letters=store.summary(self.config.state_key)[0] if store else 0,
+                now=self._clock(),
+            ) | {"batches_in_flight": in_flight}
 
     def deliver(self, batch: Batch) -> None:
         """Deliver ``batch``, book the outcome, then raise its failure or interrupt."""
