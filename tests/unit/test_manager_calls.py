@@ -113,3 +113,40 @@ def test_a_manager_taking_neither_set_of_names_is_refused_at_construction() -> N
 
     with pytest.raises(TypeError, match=r"send_bundle\(payload, work\).*objects or bundle"):
         GenericBatchProcessor(config(), Odd())
+
+
+def test_a_connector_written_for_the_reference_runs_unchanged() -> None:
+    """As google-ti-feeds drives it: one big manual batch per run, hooks, a template
+    changed at run time, the reference's config helpers."""
+    manager = ReferenceWorkManager()
+    seen: list[tuple[int, str]] = []
+    cfg = GenericBatchProcessorConfig(
+        batch_size=9999,
+        work_name_template="Google TI Feeds - Reports #{batch_num}",
+        state_key="next_cursor_date",
+        entity_type="reports",
+        display_name="reports",
+        auto_process=False,
+        validation_function=lambda obj: obj["id"] != "x--bad",
+        postprocessing_function=lambda items, work_id: seen.append((len(items), work_id)),
+        date_extraction_function=lambda obj: obj.get("modified"),
+    )
+    processor = GenericBatchProcessor(cfg, manager)
+    assert processor.add_items([item(1), item(2), {"type": "x", "id": "x--bad"}]) == 2
+    assert processor.process_current_batch() == "w1"
+    cfg.work_name_template = "Google TI Feeds - Reports (run 2) #{batch_num}"
+    processor.add_item(item(3))
+    processor.flush()
+    processor.update_final_state()
+    assert [w["name"] for w in manager.works.values()] == [
+        "Google TI Feeds - Reports #1",
+        "Google TI Feeds - Reports (run 2) #2",
+    ]
+    assert seen == [(2, "w1"), (1, "w2")]
+    assert manager.state["next_cursor_date"] == "2024-01-03T00:00:00Z"
+    # the reference's config helpers, with its meaning
+    assert cfg.extract_date(item(1)) == "2024-01-01T00:00:00Z"
+    assert cfg.validate_item({"type": "x", "id": "x--bad"}) is False
+    assert cfg.format_work_name(7, entity_type="ignored") == "Google TI Feeds - Reports (run 2) #7"
+    error = cfg.create_exception("boom", batch_number=3)
+    assert str(error) == "boom" and error.batch_number == 3  # type: ignore[attr-defined]
