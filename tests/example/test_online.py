@@ -128,17 +128,20 @@ class _ThreatStub(StubOpenCTI):
 
     MOZI = "malware--3c6d0f2a-4a64-5b9e-9a2b-0d6e1f6c7b10"
 
-    def _op_StixDomainObjects(self, variables: dict[str, Any]) -> dict[str, Any]:
-        names = variables["filters"]["filters"][0]["values"]
-        edges = [] if names != ["Mozi"] else [{"node": {"id": "x", "standard_id": self.MOZI}}]
-        page = {"startCursor": None, "endCursor": None, "hasNextPage": False}
-        page |= {"hasPreviousPage": False, "globalCount": len(edges)}
-        return {"stixDomainObjects": {"edges": edges, "pageInfo": page}}
+
+def _stix_domain_objects(stub: Any, variables: dict[str, Any]) -> dict[str, Any]:
+    names = variables["filters"]["filters"][0]["values"]
+    edges = [] if names != ["Mozi"] else [{"node": {"id": "x", "standard_id": _ThreatStub.MOZI}}]
+    page = {"startCursor": None, "endCursor": None, "hasNextPage": False}
+    page |= {"hasPreviousPage": False, "globalCount": len(edges)}
+    return {"stixDomainObjects": {"edges": edges, "pageInfo": page}}
 
 
 @pytest.fixture
 def threat_stub(broker: str) -> Iterator[_ThreatStub]:
-    server = _ThreatStub(broker).start()
+    server = _ThreatStub(broker)
+    server.add_operation("StixDomainObjects", _stix_domain_objects)
+    server.start()
     try:
         yield server
     finally:
