@@ -52,6 +52,7 @@ class ConnectorState:
         self._events = events
         self._refresh = refresh
         self._lock = threading.Lock()
+        self._written: set[str] = set()  # keys this manager wrote, to notice one vanishing
 
     def update(self, state_key: str, date_str: str) -> None:
         """Store ``date_str`` under ``state_key`` (other keys kept), then ping it.
@@ -62,10 +63,20 @@ class ConnectorState:
         with self._lock:
             current = self._port.get_state()
             state = dict(current) if isinstance(current, Mapping) else {}
+            vanished = state_key in self._written and state_key not in state
             state[state_key] = date_str
             self._port.set_state(state)
+            self._written.add(state_key)
             reset = self._ping(state, state_key, date_str)
         meta = {"state_key": state_key, "cursor": date_str}
+        if vanished:
+            self._port.log(
+                "warning",
+                "The cursor key vanished from the connector state since it was written: "
+                "something replaced the whole state (a connector's set_state({...}) wipes "
+                "keys it does not name; merge into get_state() instead). Written again",
+                meta,
+            )
         self._port.log("info", "Cursor saved", meta)
         if reset:
             self._port.log(

@@ -239,3 +239,21 @@ def test_state_from_rejects_what_is_not_json() -> None:
 )
 def test_cursor_text(stored: object, expected: str | None) -> None:
     assert cursor_text(stored) == expected
+
+
+def test_a_cursor_key_wiped_by_a_wholesale_set_state_is_said_at_warning() -> None:
+    from connector_batching.opencti.state import ConnectorState
+
+    helper, port, events = port_and_events()
+    stored: dict[str, Any] = {}
+    port.get_state = lambda: dict(stored)  # type: ignore[method-assign]
+    port.set_state = lambda state: stored.update(state) or None  # type: ignore[method-assign,func-returns-value]
+    port.force_ping = lambda: None  # type: ignore[method-assign]
+    state = ConnectorState(port, events, refresh=False)
+    state.update("cursor", "2024-01-01T00:00:00Z")
+    stored.clear()
+    stored["last_run"] = "2024-01-02"  # the connector's own helper.set_state({...})
+    state.update("cursor", "2024-01-02T00:00:00Z")
+    warnings = [m for level, m, _meta in helper.connector_logger.records if level == "warning"]
+    assert any("vanished from the connector state" in m for m in warnings)
+    assert stored == {"last_run": "2024-01-02", "cursor": "2024-01-02T00:00:00Z"}
