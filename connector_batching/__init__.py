@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import InvalidDate, format_instant, parse_instant
+from connector_batching.dates import InvalidDate, format_instant, parse_instant
 from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.processor import GenericBatchProcessor
 from connector_batching.redaction import RedactingFilter, redact, register_secrets

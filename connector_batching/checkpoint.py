@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from connector_batching.batch import latest
-from connector_batching.cursor import CURSOR_STEP, format_instant, parse_instant, utc_now
+from connector_batching.dates import CURSOR_STEP, format_instant, parse_instant, utc_now
 from connector_batching.retry import TWO_TRIES
 
 #: The earliest instant a cursor can hold.

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from connector_batching.cursor import format_instant, utc_now
+from connector_batching.dates import format_instant, utc_now
 from connector_batching.stix import to_stix_dict
 
 DateSpan = tuple[dt.datetime, dt.datetime] | None

@@ -12,7 +12,7 @@ from typing import Any
 
 from connector_batching.batch import DateSpan, earliest, latest
 from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import parse_instant
+from connector_batching.dates import parse_instant
 from connector_batching.statistics import Statistics
 from connector_batching.stix import ItemRejected, iter_members, normalize_item
 

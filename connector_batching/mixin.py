@@ -7,7 +7,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from connector_batching.cursor import parse_instant
+from connector_batching.dates import parse_instant
 
 if TYPE_CHECKING:
     from connector_batching.config import GenericBatchProcessorConfig

@@ -20,7 +20,7 @@ from typing import Any
 from connector_batching.batch import Batch
 from connector_batching.buffer import Buffer
 from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import parse_instant
+from connector_batching.dates import parse_instant
 from connector_batching.dead_letters import DeadLetterStore
 from connector_batching.errors import build_error
 from connector_batching.manager_calls import ManagerCalls

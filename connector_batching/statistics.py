@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from connector_batching.cursor import format_instant
+from connector_batching.dates import format_instant
 
 
 class Statistics:

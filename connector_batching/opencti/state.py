@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from connector_batching.cursor import InvalidDate, format_instant, parse_instant, utc_now
+from connector_batching.dates import InvalidDate, format_instant, parse_instant, utc_now
 from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.port import HelperPort
 

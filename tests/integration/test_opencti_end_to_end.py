@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from connector_batching.config import GenericBatchProcessorConfig
-from connector_batching.cursor import format_instant
+from connector_batching.dates import format_instant
 from connector_batching.opencti import OpenCTIWorkManager
 from connector_batching.processor import GenericBatchProcessor
 from connector_batching.testing.stub_platform import StubOpenCTI, drain_queue

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector_batching.checkpoint import EARLIEST, Checkpoint, final_cursor, safe_cursor
-from connector_batching.cursor import CURSOR_STEP
+from connector_batching.dates import CURSOR_STEP
 
 instants = st.datetimes(timezones=st.just(dt.UTC)) | st.just(EARLIEST)
 maybe = st.none() | instants

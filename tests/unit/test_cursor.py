@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from connector_batching.cursor import InvalidDate, format_instant, parse_instant
+from connector_batching.dates import InvalidDate, format_instant, parse_instant
 
 UTC = dt.UTC
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
-from connector_batching.cursor import parse_instant
+from connector_batching.dates import parse_instant
 from tests.unit.fakes import InjectedFault, RecordingWorkManager, member_ids
 from tests.unit.test_processor import item
 

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 
 from connector_batching import GenericBatchProcessor, GenericBatchProcessorConfig
 from connector_batching.checkpoint import EARLIEST
-from connector_batching.cursor import parse_instant
+from connector_batching.dates import parse_instant
 from connector_batching.dead_letters import DeadLetterStore
 from tests.unit.fakes import InjectedFault, RecordingWorkManager
 
