@@ -29,7 +29,6 @@ import datetime as dt
 import os
 import re
 import sqlite3
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from connector_batching.atomic_files import write_atomically
 from connector_batching.stix import bundle_json
 
 __all__ = ["LocalWorkManager", "WorkRecord", "WorkStatus"]
@@ -101,45 +101,6 @@ def _now() -> dt.datetime:
 
 def _iso(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX; a no-op elsewhere)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to the new file ``path`` so that readers see all of it or nothing.
-
-    When it raises, nothing it wrote stays behind: neither the temporary file
-    nor, when the rename was done but the directory ``fsync`` failed, ``path``
-    itself (``path`` must not exist before the call).
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    try:
-        _fsync_directory(path.parent)
-    except BaseException:
-        # the rename may not be durable: the caller treats the write as failed and
-        # writes again, so this copy must go (or a batch would be in two files)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
 
 
 class LocalWorkManager:
