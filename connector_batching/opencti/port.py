@@ -25,8 +25,17 @@ from connector_batching.redaction import (
 
 
 def is_broker_error(exc: BaseException) -> bool:
-    """Whether ``exc`` came from pika (so pycti had already added the expectations)."""
-    return type(exc).__module__.startswith("pika")
+    """Whether ``exc`` came from pika — its own exception types, or any error raised
+    inside pika's code (a reset socket gives a builtin ``ValueError`` there) — so
+    pycti had already added the send's expectations."""
+    if type(exc).__module__.startswith("pika"):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pika"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 class HelperPort:

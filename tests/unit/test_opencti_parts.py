@@ -257,3 +257,18 @@ def test_a_cursor_key_wiped_by_a_wholesale_set_state_is_said_at_warning() -> Non
     warnings = [m for level, m, _meta in helper.connector_logger.records if level == "warning"]
     assert any("vanished from the connector state" in m for m in warnings)
     assert stored == {"last_run": "2024-01-02", "cursor": "2024-01-02T00:00:00Z"}
+
+
+def test_a_builtin_error_raised_inside_pika_is_a_broker_error() -> None:
+    """A reset socket makes pika raise a builtin ValueError ("getpeername() failed"):
+    raised after pycti added the send's expectations, so they must be withdrawn."""
+    namespace: dict[str, Any] = {"__name__": "pika.adapters.utils.io_services_utils"}
+    exec("def connect():\n    raise ValueError('Expected connected socket')\n", namespace)
+    try:
+        namespace["connect"]()
+    except ValueError as exc:
+        assert is_broker_error(exc)
+    try:
+        raise ValueError("the splitter refused the bundle")  # raised before pika is involved
+    except ValueError as exc:
+        assert not is_broker_error(exc)
