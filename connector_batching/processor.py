@@ -73,7 +73,6 @@ class GenericBatchProcessor:
             settlement.ledger,
         )
         self._checkpoint = settlement.checkpoint
-        self._rewind = False  # an out-of-order item arrived: rewrite the cursor
         self._batch_size, self._auto = config.batch_size, config.auto_process
         self._max_age = config.max_batch_age
         self._plain = config.validation_function is None and config.date_extraction_function is None
@@ -118,7 +117,7 @@ class GenericBatchProcessor:
         prepared = self._intake.prepare(item, date)
         if prepared is None:
             return False
-        payload, span = prepared
+        payload, span = prepared  # in place, not through _extend: a third faster with hooks
         try:
             with self._lock:
                 items = self._items
@@ -132,8 +131,7 @@ class GenericBatchProcessor:
                 if (self._auto and len(items) >= self._batch_size) or self._max_age is not None:
                     self._cut_full_batches()
         finally:
-            if self._rewind:
-                self._rewind_cursor()
+            self._settlement.rewind_if_pending()
         if self._pipelined:
             self._pipeline.after_add()
         return True
@@ -174,21 +172,15 @@ class GenericBatchProcessor:
                 self._stats.accepted += len(payloads)
                 self._cut_full_batches()
         finally:
-            if self._rewind:
-                self._rewind_cursor()
-        self._pipeline.after_add()
+            self._settlement.rewind_if_pending()  # right after the first out-of-order item
+        if self._pipelined:
+            self._pipeline.after_add()
         return len(payloads)
 
     def _note(self, span: tuple[dt.datetime, dt.datetime]) -> None:
         """A dated item was appended (lock held): the buffer's floor, the date order."""
         self._buffer.noted(span)
-        if self._settlement.note(span):
-            self._rewind = True
-
-    def _rewind_cursor(self) -> None:
-        """Right after the first out-of-order item: the stored cursor must not pass it."""
-        self._rewind = False
-        self._settlement.commit()
+        self._settlement.note(span)
 
     def _start(self) -> None:
         self._buffer.start_if_empty()

@@ -54,6 +54,7 @@ class Settlement:
             config.state_key, calls.write_state, logger, read=read, is_sorted=config.is_sorted
         )
         self.latest: dt.datetime | None = None
+        self._rewind = False  # the first out-of-order item arrived: rewrite the cursor
         """The latest date seen (delivered or not), for the statistics and the order check."""
         self._references = ReferenceCache(config.reference_cache_size)
         self.pipelined = config.max_in_flight_batches > 0
@@ -69,20 +70,26 @@ class Settlement:
         self._intake, self._ledger, self._stats = self.intake, self.ledger, self.stats
         self._checkpoint, self._log = self.checkpoint, self.log
 
-    def note(self, span: tuple[dt.datetime, dt.datetime]) -> bool:
-        """A dated item was accepted (lock held): True when it is the first item
-        found out of order, after which the stored cursor must be rewritten."""
+    def note(self, span: tuple[dt.datetime, dt.datetime]) -> None:
+        """A dated item was accepted (lock held).  At the first item found out of
+        order the stored cursor must be rewritten: :meth:`rewind_if_pending`."""
         latest = self.latest
         if latest is None or span[1] > latest:
             self.latest = span[1]
         if latest is None or span[0] >= latest:
-            return False
+            return
         self.stats.out_of_order += 1
-        if not self.checkpoint.sorted:
-            return False
-        self.checkpoint.sorted = False  # from now on the cursor moves at the end only
-        self.log.out_of_order(self.config.state_key, span[0], latest, self.config.is_sorted)
-        return True
+        if self.checkpoint.sorted:
+            self.checkpoint.sorted = False  # from now on the cursor moves at the end only
+            self._rewind = True
+            self.log.out_of_order(self.config.state_key, span[0], latest, self.config.is_sorted)
+
+    def rewind_if_pending(self) -> None:
+        """After the call that added the first out-of-order item (lock not held in
+        pipelined mode): write the cursor so that it no longer passes that item."""
+        if self._rewind:
+            self._rewind = False
+            self.commit()
 
     def final_state(self) -> None:
         """The end-of-run write (``update_final_state``), with the run's reports."""

@@ -100,6 +100,11 @@ class Statistics:
         }
 
 
+def _by_reason(counts: dict[str, int]) -> str:
+    """``reason=n, …`` in reason order."""
+    return ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
+
+
 class BatchLog:
     """The processor's log lines: one per batch outcome, never one per item."""
 
@@ -156,19 +161,17 @@ class BatchLog:
     def rejected(self, counts: dict[str, int]) -> None:
         """Rejected items since the last report, by reason (WARNING: bad input is news)."""
         if counts:
-            reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(counts.items()))
             self.logger.warning(
                 f"{sum(counts.values())} {self._name} rejected since the last report "
-                f"({reasons}); they are counted in rejected_by_reason, details at DEBUG"
+                f"({_by_reason(counts)}); they are counted in rejected_by_reason, details at DEBUG"
             )
 
     def nothing_accepted(self, rejected: dict[str, int]) -> None:
         """The end of a run that accepted nothing: ERROR when everything was rejected."""
         if rejected:
-            reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(rejected.items()))
             self.logger.error(
                 f"Nothing was delivered: all {sum(rejected.values())} {self._name} offered "
-                f"were rejected ({reasons})"
+                f"were rejected ({_by_reason(rejected)})"
             )
         else:
             self.logger.warning(f"Nothing was delivered: no {self._name} were offered")
