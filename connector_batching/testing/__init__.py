@@ -7,6 +7,8 @@
   push queue in RabbitMQ, and ``StubOpenCTI.add_operation`` for the operations
   a connector needs beyond the built-in ones.  Import it explicitly: it imports
   pika, which importing this package does not.
+* :func:`replay` — the platform's completion rules (:data:`RULE_SETS`) over a
+  work's event log, giving a :class:`Verdict` (pure; ``work_rules``).
 
 ``docs/testing.md`` shows both in use.
 """
@@ -20,5 +22,15 @@ from connector_batching.testing.recording import (
     RecordingWorkManager,
     member_ids,
 )
+from connector_batching.testing.work_rules import RULE_SETS, Verdict, replay
 
-__all__ = ["OPERATIONS", "InjectedFault", "RecordedWork", "RecordingWorkManager", "member_ids"]
+__all__ = [
+    "OPERATIONS",
+    "RULE_SETS",
+    "InjectedFault",
+    "RecordedWork",
+    "RecordingWorkManager",
+    "Verdict",
+    "member_ids",
+    "replay",
+]
