@@ -24,6 +24,11 @@ headers, on a named operation N times; latency per call; the push-queue size
 ``GetConnector`` reports (back-pressure).  Works can be listed (``works`` query,
 filtered by connector and status, paginated) and the state reset as from the UI.
 
+Each work logs its events (``addExpectations``, reports, ``workToProcessed``);
+``completion_rules`` (``"current"`` / ``"older"``, see ``work_rules``) makes its
+live status follow the platform's rules, and ``worker_model.WorkerModel``
+consumes the push queue and reports as the OpenCTI worker does.
+
 An operation the stub does not know is answered with an ``UNSUPPORTED`` GraphQL
 error and recorded; :meth:`StubOpenCTI.add_operation` adds one (or replaces a
 built-in).  This module imports pika; ``connector_batching.testing`` does not.
@@ -58,8 +63,8 @@ from connector_batching.testing.stub_platform_ops import (
     BUILTIN_OPERATIONS,
     OperationError,
     Resolver,
+    StubWorks,
     Work,
-    now,
 )
 
 __all__ = [
@@ -93,7 +98,7 @@ class Call:
     outcome: str  # "ok", "late", "graphql_error", "http_500", "echo", "unknown", "not_found"
 
 
-class StubOpenCTI:
+class StubOpenCTI(StubWorks):
     """The stub platform: an HTTP server on a free loopback port plus broker setup."""
 
     def __init__(self, amqp_url: str, *, connector_id: str | None = None) -> None:
@@ -115,10 +120,7 @@ class StubOpenCTI:
         #: The longest a "timeout" fault holds its answer back waiting for the client
         #: to give up (a safety net: the client's own timeout ends the wait).
         self.fault_delay = 60.0
-        #: Complete works as the platform does: only when the messages the workers
-        #: imported (``report_imported``) equal the work's expectations.  Off: a work
-        #: is complete as soon as its connector marks it processed.
-        self.realistic_completion = False
+        self._completion_rules: str | None = None  # see completion_rules
         #: (messages_number, messages_size) for ``GetConnector``, in turn; see report_queue.
         self.queue_reports: list[tuple[int, int]] = []
         #: The next ping answers the state reset from the UI (see reset_state).
@@ -264,24 +266,6 @@ class StubOpenCTI:
         with self._lock:
             self.state = None if state is None else json.dumps(state)
             self.state_reset_pending = True
-
-    def add_work(self, name: str, *, status: str = "progress", processed: bool = False) -> Work:
-        """A work of this connector, as a previous process may have left it."""
-        work = Work(id=f"work_{uuid.uuid4()}", name=name, connector_id=self.connector_id)
-        work.status = status
-        if processed:
-            work.processed_time = now()
-        with self._lock:
-            self.works[work.id] = work
-        return work
-
-    def report_imported(self, work_ids: Iterable[str | None]) -> None:
-        """A worker imported one message of each of ``work_ids`` and reported it."""
-        with self._lock:
-            for work_id in work_ids:
-                work = self.works.get(work_id or "")
-                if work is not None:
-                    work.report()
 
     def wait_for(self, condition: Callable[[], object], what: str, timeout: float = 60.0) -> None:
         """Wait until ``condition()`` holds; fail naming ``what`` after ``timeout`` s
