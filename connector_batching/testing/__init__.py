@@ -7,6 +7,8 @@
   push queue in RabbitMQ, and ``StubOpenCTI.add_operation`` for the operations
   a connector needs beyond the built-in ones.  Import it explicitly: it imports
   pika, which importing this package does not.
+* ``connector_batching.testing.worker_model`` — :class:`WorkerModel`, the OpenCTI
+  worker's part (split, import, report) over a stub's push queue (pika too).
 * :func:`replay` — the platform's completion rules (:data:`RULE_SETS`) over a
   work's event log, giving a :class:`Verdict` (pure; ``work_rules``).
 
