@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from connector_batching.opencti.expectations import Expectations
 from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.port import HelperPort
 from connector_batching.opencti.works import OpenWorks
@@ -35,10 +36,17 @@ _ORPHANED = "orphaned: the answer to its creation was lost; the batch went in an
 class LeftoverWorks:
     """List and close this connector's works that no connector will close."""
 
-    def __init__(self, port: HelperPort, events: MetricEvents, registry: OpenWorks) -> None:
+    def __init__(
+        self,
+        port: HelperPort,
+        events: MetricEvents,
+        registry: OpenWorks,
+        expectations: Expectations,
+    ) -> None:
         self._port = port
         self._events = events
         self._registry = registry
+        self._expectations = expectations
 
     def in_progress(self) -> list[dict[str, Any]]:
         """This connector's works the platform lists as in progress (``wait``/``progress``).
@@ -125,11 +133,10 @@ class LeftoverWorks:
         for work in works:
             tracking = work.get("tracking") or {}
             try:
-                missing = int(tracking.get("import_expected_number") or 0) - int(
-                    tracking.get("import_processed_number") or 0
-                )
+                expected = int(tracking.get("import_expected_number") or 0)
+                missing = expected - int(tracking.get("import_processed_number") or 0)
             except (TypeError, ValueError):
-                missing = 0
+                expected, missing = 0, 0
             try:
                 with self._port.failing(
                     "Cannot close a work left in progress",
@@ -137,7 +144,11 @@ class LeftoverWorks:
                     level="warning",
                 ):
                     if missing > 0:
-                        self._port.add_expectations(str(work["id"]), -missing)
+                        self._expectations.take_over(str(work["id"]), expected)
+                        try:
+                            self._expectations.add(str(work["id"]), -missing)
+                        finally:
+                            self._expectations.forget(str(work["id"]))
                     self._port.close_work(str(work["id"]), message, True)
             except Exception:
                 continue

@@ -6,11 +6,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from connector_batching.opencti.amqp import AmqpPublisher
 from connector_batching.opencti.backpressure import QueueBackpressure
+from connector_batching.opencti.bundles import (
+    DEFAULT_MAX_BATCH_BYTES,
+    RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES,
+    RABBITMQ_MAX_MESSAGE_BYTES,
+)
+from connector_batching.opencti.direct_send import DirectSend
+from connector_batching.opencti.expectations import Expectations
 from connector_batching.opencti.interrupted import LeftoverWorks
 from connector_batching.opencti.metrics import MetricEvents
-from connector_batching.opencti.options import ManagerOptions
+from connector_batching.opencti.options import PYCTI_ONLY_OPTIONS, ManagerOptions
 from connector_batching.opencti.port import HelperPort
+from connector_batching.opencti.pycti_send import PyctiSend
 from connector_batching.opencti.sender import Sender
 from connector_batching.opencti.state import ConnectorState
 from connector_batching.opencti.works import OpenWorks, Works
@@ -21,10 +30,17 @@ class OpenCTIWorkManager:
 
     Manager options (keyword-only):
 
-    * ``send_mode`` (``"split"``): ``"split"`` hands each batch's bundle to
-      pycti, which splits it into one message per object (the platform's
-      default); ``"bundle"`` sends each batch as ONE message
-      (``send_stix2_bundle(..., no_split=True)``), imported whole by the worker;
+    * ``send_mode`` (``"split"``): ``"split"`` cuts each batch's bundle with
+      pycti's splitter into one message per object (the platform's default);
+      ``"bundle"`` sends each batch as ONE message (``no_split``), imported
+      whole by one worker;
+    * ``publisher`` (``"direct"``): ``"direct"`` publishes a batch's messages
+      over one kept AMQP connection with publisher confirms per batch (exact
+      expectations; a retry re-sends only what the broker did not confirm);
+      ``"pycti"`` calls ``helper.send_stix2_bundle``.  The manager uses pycti's
+      path whatever is asked when a send option or the helper's setup needs it
+      (directory, S3, validation, playbooks, ``CONNECTOR_QUEUE_PROTOCOL=api``):
+      :attr:`publisher` says which is in effect;
     * ``max_batch_bytes`` (bundle mode; default
       :data:`~connector_batching.opencti.DEFAULT_MAX_BATCH_BYTES`, about 12 MB of
       JSON, i.e. 16 MiB once base64-encoded): a batch whose bundle is larger goes
@@ -54,6 +70,7 @@ class OpenCTIWorkManager:
         helper: Any,
         *,
         send_mode: str = "split",
+        publisher: str = "direct",
         max_batch_bytes: int | None = None,
         backpressure: bool = True,
         queue_threshold_mb: float | None = None,
@@ -67,6 +84,7 @@ class OpenCTIWorkManager:
     ) -> None:
         self.options = ManagerOptions.checked(
             send_mode=send_mode,
+            publisher=publisher,
             max_batch_bytes=max_batch_bytes,
             backpressure=backpressure,
             queue_threshold_mb=queue_threshold_mb,
@@ -86,15 +104,50 @@ class OpenCTIWorkManager:
         self._events = events
         registry = OpenWorks()
         self._registry = registry
-        self._leftovers = LeftoverWorks(port, events, registry)
-        self._works = Works(port, events, registry, self._leftovers.close_orphans)
+        expectations = Expectations(port)
+        expectations.exclusive = port.queue_protocol == "amqp"
+        self._leftovers = LeftoverWorks(port, events, registry, expectations)
+        self._works = Works(port, events, registry, self._leftovers.close_orphans, expectations)
         self._sender = Sender(port, events, registry, self.options)
+        self._amqp: AmqpPublisher | None = None
+        #: why pycti's path is used although ``publisher="direct"`` was asked (or [])
+        self.pycti_reasons = self._pycti_reasons(port)
+        if self.options.publisher == "direct" and not self.pycti_reasons:
+            limit = RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES
+            if self.options.max_batch_bytes > DEFAULT_MAX_BATCH_BYTES:
+                limit = RABBITMQ_MAX_MESSAGE_BYTES  # the operator raised the broker's limit
+            self._amqp = AmqpPublisher(port.broker_settings(), max_message_bytes=limit)
+            self._sender.path = DirectSend(
+                port, events, registry, self.options, expectations, self._amqp
+            )
+        else:
+            self._sender.path = PyctiSend(port, events, registry, self.options, expectations)
+            if self.options.publisher == "direct":
+                port.log(
+                    "info",
+                    "Sending through pycti's send_stix2_bundle",
+                    {"because": ", ".join(self.pycti_reasons)},
+                )
         self._state = ConnectorState(port, events, refresh=self.options.refresh_state)
         #: The push-queue gate passed before each batch.
         self.push_queue = QueueBackpressure(port, events, self.options, clock=clock, sleep=sleep)
         port.install_redaction()
 
+    def _pycti_reasons(self, port: HelperPort) -> list[str]:
+        reasons = sorted(set(self.options.send_options) & PYCTI_ONLY_OPTIONS)
+        return reasons + port.pycti_only_features()
+
     # -- the options in effect --------------------------------------------------
+
+    @property
+    def publisher(self) -> str:
+        """The publisher in effect: ``"direct"`` or ``"pycti"``."""
+        return "direct" if self._amqp is not None else "pycti"
+
+    def close(self) -> None:
+        """Close the direct publisher's broker connection (a later send opens it again)."""
+        if self._amqp is not None:
+            self._amqp.close()
 
     @property
     def send_mode(self) -> str:
@@ -136,8 +189,10 @@ class OpenCTIWorkManager:
     @property
     def counters(self) -> dict[str, int]:
         """What happened on the way: bundles and messages sent, failed sends, oversize
-        batches, parts not re-sent on retry, expectations withdrawn, orphan and
-        interrupted works closed, state refreshes and resets seen."""
+        batches, messages or parts not re-sent on retry, expectations withdrawn,
+        objects pycti's splitter cannot import (not sent), messages in doubt (published,
+        unconfirmed when the connection broke), orphan and interrupted works closed,
+        state refreshes and resets seen."""
         return self._events.counters
 
     # -- WorkManager -------------------------------------------------------------
@@ -248,6 +303,7 @@ class OpenCTIWorkManager:
     def __repr__(self) -> str:
         return (
             f"OpenCTIWorkManager(connector_id={self._port.label!r}, "
-            f"send_mode={self.send_mode!r}, backpressure={self.backpressure}, "
+            f"send_mode={self.send_mode!r}, publisher={self.publisher!r}, "
+            f"backpressure={self.backpressure}, "
             f"send_options={sorted(self.send_options)})"
         )

@@ -23,6 +23,8 @@ COUNTER_KEYS = (
     "orphan_works_closed",
     "interrupted_works_closed",
     "expectations_withdrawn",
+    "incompatible_objects",
+    "messages_in_doubt",
     "state_refreshes",
     "state_resets_seen",
 )
@@ -51,6 +53,8 @@ ROUTES: dict[str, Route] = {
     "orphan_works_closed": Route(counter="orphan_works_closed"),
     "interrupted_works_closed": Route(counter="interrupted_works_closed"),
     "expectations_withdrawn": Route(counter="expectations_withdrawn"),
+    "incompatible_objects": Route(counter="incompatible_objects"),
+    "messages_in_doubt": Route(counter="messages_in_doubt"),
     "state_refreshed": Route(counter="state_refreshes"),
     "state_reset_seen": Route(counter="state_resets_seen"),
     "error": Route(pycti="error_count"),

@@ -37,13 +37,32 @@ SEND_OPTIONS = frozenset(
 )
 
 SEND_MODES = ("split", "bundle")
+PUBLISHERS = ("direct", "pycti")
+
+#: ``send_stix2_bundle`` keywords only pycti's own path implements: with any of
+#: them set, the manager sends through pycti (``publisher="pycti"``).
+PYCTI_ONLY_OPTIONS = frozenset(
+    {
+        "validation_mode",
+        "bypass_validation",
+        "force_validation",
+        "entity_id",
+        "file_markings",
+        "file_name",
+        "send_to_queue",
+        "send_to_directory",
+        "send_to_directory_path",
+        "send_to_directory_retention",
+        "send_to_s3",
+    }
+)
 
 #: The least ``queue_check_interval`` (seconds).
 MIN_CHECK_INTERVAL = 0.01
 
 _MANAGER_OPTIONS = (
-    "send_mode, max_batch_bytes, backpressure, queue_threshold_mb, queue_check_interval, "
-    "max_backpressure_wait, refresh_state, api_timeout, clock, sleep"
+    "send_mode, publisher, max_batch_bytes, backpressure, queue_threshold_mb, "
+    "queue_check_interval, max_backpressure_wait, refresh_state, api_timeout, clock, sleep"
 )
 
 
@@ -57,6 +76,7 @@ class ManagerOptions:
     """
 
     send_mode: str = "split"
+    publisher: str = "direct"
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES
     backpressure: bool = True
     queue_threshold_mb: float | None = None
@@ -74,6 +94,7 @@ class ManagerOptions:
         cls,
         *,
         send_mode: str = "split",
+        publisher: str = "direct",
         max_batch_bytes: int | None = None,
         backpressure: bool = True,
         queue_threshold_mb: float | None = None,
@@ -98,8 +119,13 @@ class ManagerOptions:
         bound = _checked_send_mode(send_mode, max_batch_bytes, send.get("no_split"))
         if send_mode == "bundle":
             send["no_split"] = True
+        if publisher not in PUBLISHERS:
+            raise ValueError(
+                f"OpenCTIWorkManager: publisher must be 'direct' or 'pycti', not {publisher!r}"
+            )
         return cls(
             send_mode=send_mode,
+            publisher=publisher,
             max_batch_bytes=bound,
             backpressure=backpressure,
             queue_threshold_mb=queue_threshold_mb,
@@ -141,6 +167,12 @@ def _checked_send_mode(send_mode: object, max_batch_bytes: object, no_split: obj
     if send_mode not in SEND_MODES:
         raise ValueError(
             f"OpenCTIWorkManager: send_mode must be 'split' or 'bundle', not {send_mode!r}"
+        )
+    if send_mode == "split" and no_split:
+        raise ValueError(
+            "OpenCTIWorkManager: send_mode='split' with no_split=True is contradictory "
+            "(pycti would send one message and count one expectation for the whole batch); "
+            "use send_mode='bundle' for one message per batch"
         )
     if send_mode == "bundle" and no_split is False:
         raise ValueError(

@@ -24,20 +24,6 @@ from connector_batching.redaction import (
 )
 
 
-def is_broker_error(exc: BaseException) -> bool:
-    """Whether ``exc`` came from pika — its own exception types, or any error raised
-    inside pika's code (a reset socket gives a builtin ``ValueError`` there) — so
-    pycti had already added the send's expectations."""
-    if type(exc).__module__.startswith("pika"):
-        return True
-    tb = exc.__traceback__
-    while tb is not None:
-        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("pika"):
-            return True
-        tb = tb.tb_next
-    return False
-
-
 class HelperPort:
     """What the manager asks of the helper, each request one method."""
 
@@ -136,14 +122,16 @@ class HelperPort:
                 api.session_requests_timeout = seconds
 
     def initiate_work(self, work_name: str) -> Any:
-        """Open a (non-multipart) work; pycti answers ``None`` when it sends to no queue."""
-        return self._helper.api.work.initiate_work(self._helper.connect_id, work_name)
+        """Open a multipart work; pycti answers ``None`` when it sends to no queue.
+
+        Multipart: the platform completes it only once it is marked processed.
+        """
+        return self._helper.api.work.initiate_work(
+            self._helper.connect_id, work_name, is_multipart=True
+        )
 
     def close_work(self, work_id: str, message: str, in_error: bool) -> None:
         self._helper.api.work.to_processed(work_id, message, in_error)
-
-    def add_expectations(self, work_id: str, n: int) -> None:
-        self._helper.api.work.add_expectations(work_id, n)
 
     def query(self, query: str, variables: Mapping[str, Any]) -> Any:
         """One GraphQL request through the helper's API client."""
@@ -155,21 +143,42 @@ class HelperPort:
         """``helper.send_stix2_bundle``; pycti returns the bundles it published."""
         return self._helper.send_stix2_bundle(bundle, work_id=work_id, **options)
 
-    @staticmethod
-    def split_expectations(
-        bundle: str, *, event_version: Any, cleanup_inconsistent_bundle: bool
-    ) -> int:
-        """How many messages (and expectations) pycti's splitter makes of ``bundle``."""
-        from pycti.utils.opencti_stix2_splitter import OpenCTIStix2Splitter
+    @property
+    def queue_protocol(self) -> str:
+        """``amqp`` (publish to the broker) or ``api`` (``CONNECTOR_QUEUE_PROTOCOL``)."""
+        return str(getattr(self._helper, "queue_protocol", "amqp") or "amqp")
 
-        return int(
-            OpenCTIStix2Splitter().split_bundle_with_expectations(
-                bundle=bundle,
-                use_json=True,
-                event_version=event_version,
-                cleanup_inconsistent_bundle=cleanup_inconsistent_bundle,
-            )[0]
-        )
+    @property
+    def applicant_id(self) -> Any:
+        """The user id pycti puts in every message (``helper.applicant_id``)."""
+        return getattr(self._helper, "applicant_id", None)
+
+    def pycti_only_features(self) -> list[str]:
+        """What the helper is set up for that only pycti's own send path does."""
+        helper = self._helper
+        found = []
+        if self.queue_protocol != "amqp":
+            found.append(f"CONNECTOR_QUEUE_PROTOCOL={self.queue_protocol}")
+        for attr, label in (
+            ("connect_validate_before_import", "validate_before_import"),
+            ("playbook", "a playbook"),
+            ("enrichment_shared_organizations", "enrichment_shared_organizations"),
+            ("bundle_send_to_directory", "send_to_directory"),
+            ("bundle_send_to_s3", "send_to_s3"),
+        ):
+            if getattr(helper, attr, None):
+                found.append(label)
+        if getattr(helper, "bundle_send_to_queue", True) is False:
+            found.append("send_to_queue=False")
+        if not isinstance(getattr(helper, "connector_config", None), dict):
+            found.append("no broker settings (connector_config)")
+        return found
+
+    def broker_settings(self) -> Any:
+        """Where the helper publishes (:class:`~connector_batching.opencti.amqp.BrokerSettings`)."""
+        from connector_batching.opencti.amqp import BrokerSettings
+
+        return BrokerSettings.of_helper(self._helper)
 
     # -- the connector: state, queue, info -------------------------------------------
 

@@ -1,29 +1,28 @@
-"""The sender: one batch to ``helper.send_stix2_bundle``, split by pycti or as bundle parts.
+"""The sender: one batch into its work, through the direct publisher or pycti's.
 
-* ``split`` mode: one bundle, which pycti splits into one message per object;
-* ``bundle`` mode: one message (``no_split=True``), or several reference-complete
-  parts when the bundle is over ``max_batch_bytes``; a retry of the same batch
-  skips the parts already sent.
+* ``split`` mode: the batch's bundle cut by pycti's splitter into one message
+  per object (elements it cannot import are counted, ``incompatible_objects``,
+  and logged at WARNING with their types);
+* ``bundle`` mode: one message (``no_split``), or several reference-complete
+  parts when the bundle is over ``max_batch_bytes``.
 
-When the broker breaks a send, the expectations pycti added for it are taken
-back, so that the retry in the same work can complete it.
+Whichever publishes (:mod:`.direct_send`, :mod:`.pycti_send`), the work's
+expected count is raised *before* a message can reach the queue, and a retry of
+the same batch re-sends only what the broker did not confirm.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from stix2.base import _STIXBase
 
-from connector_batching.opencti.bundles import (
-    dumps,
-    split_bundle,
-    utf8_size,
-)
+from connector_batching.opencti.bundles import dumps, split_bundle, utf8_size
+from connector_batching.opencti.messages import pycti_split
 from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.options import ManagerOptions
-from connector_batching.opencti.port import HelperPort, is_broker_error
+from connector_batching.opencti.port import HelperPort
 from connector_batching.opencti.works import OpenWorks, platform_id
 from connector_batching.stix import bundle_dict, iter_members, normalize_item, object_id
 
@@ -39,16 +38,51 @@ def flatten(objects: Sequence[Any]) -> list[Any]:
     return out
 
 
+class BatchPath(Protocol):
+    """A way to the queue: publish one batch's bundles in a work; the messages sent."""
+
+    def send(
+        self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]
+    ) -> int: ...
+
+
+class BatchPlan:
+    """One batch as bundles: cut (split mode) or in parts (bundle mode), on first use."""
+
+    def __init__(self, sender: Sender, work_id: str, bundle: dict[str, Any]) -> None:
+        self._sender = sender
+        self._work_id = work_id
+        self.bundle = bundle
+        self.fingerprint = hash(tuple(obj["id"] for obj in bundle["objects"]))
+        self._bundles: list[str] | None = None
+
+    def bundles(self) -> list[str]:
+        """Split mode: one-object bundles (pycti's splitter); bundle mode: the parts."""
+        if self._bundles is None:
+            self._bundles = self._sender.cut(self._work_id, self.bundle)
+        return self._bundles
+
+    def whole(self) -> str:
+        """The batch's bundle JSON (what pycti's own splitter gets in split mode)."""
+        return dumps(self.bundle)
+
+
 class Sender:
     """Send batches' bundles within their works."""
 
     def __init__(
-        self, port: HelperPort, events: MetricEvents, registry: OpenWorks, options: ManagerOptions
+        self,
+        port: HelperPort,
+        events: MetricEvents,
+        registry: OpenWorks,
+        options: ManagerOptions,
     ) -> None:
         self._port = port
         self._events = events
         self._registry = registry
         self._options = options
+        #: set by the manager: the direct publisher's path or pycti's
+        self.path: BatchPath | None = None
 
     def send(self, work_id: str, objects: Sequence[Any]) -> None:
         """Send ``objects`` (deduplicated by id) within ``work_id``."""
@@ -60,51 +94,37 @@ class Sender:
         if not members:
             self._port.log("debug", "Empty batch: nothing to send", {"work_id": work_id})
             return
-        bundle = bundle_dict(members)
-        bundles = self._parts(work_id, bundle)
-        fingerprint = hash(tuple(obj["id"] for obj in bundle["objects"]))
-        done = self._registry.parts_done(work_id, fingerprint)
-        if done:
-            self._events.emit("parts_skipped_on_retry", done)
-        remote = platform_id(work_id)
-        send_options = self._options.send_options
-        messages = 0
-        for index in range(done, len(bundles)):
-            meta: dict[str, Any] = {"work_id": work_id, "objects": count, "attempt": attempt}
-            if len(bundles) > 1:
-                meta["part"] = f"{index + 1}/{len(bundles)}"
-            with self._port.failing("Cannot send the bundle", meta):
-                try:
-                    sent = self._port.send_bundle(bundles[index], remote, send_options)
-                except Exception as exc:
-                    self._events.emit("send_failed")
-                    if remote is not None and is_broker_error(exc):
-                        self._withdraw_expectations(remote, bundles[index])
-                    raise
-            # pycti returns the bundles it published: one per message
-            published = len(sent) if isinstance(sent, list) else 1
-            messages += published
-            self._registry.part_sent(work_id, fingerprint, index + 1)
-            self._events.emit("bundle_sent")
-            self._events.emit("messages_sent", published)
+        assert self.path is not None, "the manager sets the sender's path"
+        plan = BatchPlan(self, work_id, bundle_dict(members))
+        meta: dict[str, Any] = {"work_id": work_id, "objects": count, "attempt": attempt}
+        messages = self.path.send(work_id, platform_id(work_id), plan, meta)
         self._events.emit("objects_sent", count)
         self._port.log(
             "info",
             "Bundle sent",
-            {
-                "work_id": work_id,
-                "objects": count,
-                "attempt": attempt,
-                "send_mode": self._options.send_mode,
-                "messages": messages,
-            },
+            {**meta, "send_mode": self._options.send_mode, "messages": messages},
         )
 
+    def cut(self, work_id: str, bundle: dict[str, Any]) -> list[str]:
+        """The batch's bundles as they are published (see :meth:`BatchPlan.bundles`)."""
+        if self._options.send_mode == "bundle":
+            return self._parts(work_id, bundle)
+        with self._port.failing("Cannot split the bundle", {"work_id": work_id}):
+            split = pycti_split(dumps(bundle), self._options.send_options)
+        if split.dropped:
+            self._events.emit("incompatible_objects", split.dropped)
+            self._port.log(
+                "warning",
+                "Objects pycti's splitter cannot import were not sent",
+                {"work_id": work_id, "objects": split.dropped, "types": dict(split.incompatible)},
+            )
+        return split.bundles
+
     def _parts(self, work_id: str, bundle: dict[str, Any]) -> list[str]:
-        """The bundle JSON as sent: one string, or reference-complete parts in bundle mode."""
+        """The bundle JSON as sent in bundle mode: one string, or reference-complete parts."""
         whole = dumps(bundle)
         limit = self._options.max_batch_bytes
-        if self._options.send_mode != "bundle" or utf8_size(whole) <= limit:
+        if utf8_size(whole) <= limit:
             return [whole]
         with self._port.failing("Cannot send the bundle", {"work_id": work_id}):
             parts = split_bundle(bundle["objects"], limit)
@@ -115,39 +135,3 @@ class Sender:
             {"work_id": work_id, "parts": len(parts), "max_batch_bytes": limit},
         )
         return parts
-
-    def _withdraw_expectations(self, work_id: str, bundle: str) -> None:
-        """Take back the expectations pycti added for a send the broker broke.
-
-        pycti adds a send's expectations to the work before it talks to the
-        broker.  The platform completes a work only when the messages its
-        workers imported equal its expectations, so a failed send (retried in
-        the same work) would leave the work "in progress" for ever.  Messages
-        published before a cut are imported in addition: the count then passes
-        through the expected number on the way, which completes the work.
-        """
-        options = self._options
-        if options.send_mode == "bundle":
-            expected = 1
-        else:
-            try:
-                expected = self._port.split_expectations(
-                    bundle,
-                    event_version=options.send_options.get("event_version"),
-                    cleanup_inconsistent_bundle=bool(
-                        options.send_options.get("cleanup_inconsistent_bundle")
-                    ),
-                )
-            except Exception:
-                return
-        try:
-            with self._port.failing(
-                "Cannot withdraw the expectations of a failed send",
-                {"work_id": work_id},
-                level="warning",
-                count=False,
-            ):
-                self._port.add_expectations(work_id, -expected)
-        except Exception:  # pycti logs and swallows; never fail the batch for it
-            return
-        self._events.emit("expectations_withdrawn", expected)

@@ -1,6 +1,15 @@
 """Works: the ones this manager opened (:class:`OpenWorks`), opening and closing them.
 
-A batch's work is an OpenCTI work (``workAdd``, closed with ``workToProcessed``).
+A batch's work is a multipart OpenCTI work (``workAdd`` with
+``isMultiPartWork``), opened holding one placeholder expectation
+(:class:`~connector_batching.opencti.expectations.Expectations`).  Closing it:
+
+1. its expected count is set to what the worker will report — the reports of
+   the messages the broker confirmed (a failed send's others are taken back);
+2. ``workToProcessed``;
+3. the placeholder is reported: the work completes once the worker's reports
+   are in (at once if they already are), and never before step 2.
+
 When the helper does not send to a queue it opens none; the batch then gets a
 local id (``no-work--…``) and nothing is asked of the platform for it.
 """
@@ -10,7 +19,10 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from connector_batching.opencti.expectations import Expectations
+from connector_batching.opencti.messages import Message
 from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.port import HelperPort
 
@@ -22,6 +34,20 @@ def platform_id(work_id: str) -> str | None:
     return None if work_id.startswith(NO_WORK_PREFIX) else work_id
 
 
+@dataclass
+class BatchProgress:
+    """One batch's messages in its work, and which of them the broker confirmed."""
+
+    fingerprint: int
+    messages: list[Message]
+    #: whether their expectations were added to the work
+    counted: bool = False
+    confirmed: set[int] = field(default_factory=set)
+
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.messages)) if i not in self.confirmed]
+
+
 class OpenWorks:
     """The works this manager opened and has not closed, with their sends' progress."""
 
@@ -30,6 +56,9 @@ class OpenWorks:
         self._objects: dict[str, int] = {}  # work id -> objects in its last send
         self._attempts: dict[str, int] = {}
         self._parts_done: dict[str, tuple[int, int]] = {}  # work id -> (batch hash, parts)
+        self._progress: dict[str, BatchProgress] = {}
+        self._reports: dict[str, int] = {}  # work id -> reports the worker will make
+        self._processed: set[str] = set()
         self._uncertain_names: set[str] = set()
 
     def ids(self) -> list[str]:
@@ -67,6 +96,35 @@ class OpenWorks:
         with self._lock:
             self._parts_done[work_id] = (fingerprint, parts)
 
+    def progress(self, work_id: str, fingerprint: int) -> BatchProgress | None:
+        """The progress of this very batch (same ``fingerprint``) in ``work_id``."""
+        with self._lock:
+            progress = self._progress.get(work_id)
+        return progress if progress is not None and progress.fingerprint == fingerprint else None
+
+    def start(self, work_id: str, progress: BatchProgress) -> None:
+        with self._lock:
+            self._progress[work_id] = progress
+
+    def delivered(self, work_id: str, reports: int) -> None:
+        """The broker confirmed messages for which the worker will make ``reports``."""
+        with self._lock:
+            self._reports[work_id] = self._reports.get(work_id, 0) + reports
+
+    def reports(self, work_id: str) -> int:
+        """Reports the worker will make for what the broker confirmed in ``work_id``."""
+        with self._lock:
+            return self._reports.get(work_id, 0)
+
+    def mark_processed(self, work_id: str) -> None:
+        with self._lock:
+            self._processed.add(work_id)
+
+    def marked_processed(self, work_id: str) -> bool:
+        """Whether ``workToProcessed`` of ``work_id`` succeeded (a close retry skips it)."""
+        with self._lock:
+            return work_id in self._processed
+
     def objects(self, work_id: str) -> int:
         with self._lock:
             return self._objects.get(work_id, 0)
@@ -76,6 +134,9 @@ class OpenWorks:
             self._objects.pop(work_id, None)
             self._attempts.pop(work_id, None)
             self._parts_done.pop(work_id, None)
+            self._progress.pop(work_id, None)
+            self._reports.pop(work_id, None)
+            self._processed.discard(work_id)
 
 
 class Works:
@@ -87,11 +148,13 @@ class Works:
         events: MetricEvents,
         registry: OpenWorks,
         close_orphans: Callable[[str], None],
+        expectations: Expectations,
     ) -> None:
         self._port = port
         self._events = events
         self._registry = registry
         self._close_orphans = close_orphans
+        self._expectations = expectations
 
     def open(self, work_name: str, entity_type: str) -> str:
         """Open an OpenCTI work (or a local id when the helper opens none)."""
@@ -107,11 +170,36 @@ class Works:
         if not work_id:  # the helper does not send to the queue: no platform work
             work_id = f"{NO_WORK_PREFIX}{uuid.uuid4()}"
         work_id = str(work_id)
+        if platform_id(work_id) is not None:
+            self._hold(work_id, meta)
         uncertain = self._registry.opened(work_id, work_name)
         self._port.log("info", "Work created", {"work_id": work_id, **meta})
         if uncertain and platform_id(work_id) is not None:
             self._close_orphans(work_name)
         return work_id
+
+    def _hold(self, work_id: str, meta: dict[str, str]) -> None:
+        """The placeholder; when it cannot be added, the empty work is closed and it raises."""
+        try:
+            with self._port.failing("Cannot add the work's placeholder expectation", meta):
+                self._expectations.hold(work_id)
+        except Exception:
+            self._expectations.forget(work_id)
+            try:  # nothing was sent in it: expected 0, it completes as it closes
+                self._port.close_work(work_id, "Work not used: the platform was unreachable", True)
+            except Exception:
+                self._registry.open_failed(meta["work_name"])  # an orphan, found later
+            raise
+
+    def _settle(self, work_id: str) -> None:
+        """Set the expected count to the worker's reports (plus the placeholder)."""
+        surplus = self._expectations.expected(work_id) - 1 - self._registry.reports(work_id)
+        if surplus == 0 or not self._expectations.exclusive:
+            return
+        with self._port.failing("Cannot correct the work's expectations", {"work_id": work_id}):
+            self._expectations.add(work_id, -surplus)
+        if surplus > 0:
+            self._events.emit("expectations_withdrawn", surplus)
 
     def close(self, work_id: str, in_error: bool = False, message: str | None = None) -> None:
         """Close the work; ``in_error=True`` marks it failed with ``message``."""
@@ -121,10 +209,13 @@ class Works:
         message = self._port.redact(message)
         remote = platform_id(work_id)
         if remote is not None:
-            with self._port.failing(
-                "Cannot close the work", {"work_id": work_id, "in_error": in_error}
-            ):
-                self._port.close_work(remote, message, in_error)
+            meta = {"work_id": work_id, "in_error": in_error}
+            self._settle(remote)
+            with self._port.failing("Cannot close the work", meta):
+                if not self._registry.marked_processed(remote):
+                    self._port.close_work(remote, message, in_error)
+                    self._registry.mark_processed(remote)
+                self._expectations.release(remote)
         self._registry.closed(work_id)
         self._events.emit("batch_closed", outcome="error" if in_error else "success")
         if in_error:

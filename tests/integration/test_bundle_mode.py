@@ -111,7 +111,10 @@ def test_bundle_mode_sends_one_message_per_batch_imported_whole(
     assert len(works) == batches
     for work in works:
         assert work.closed and work.in_error is False, work
-        assert work.expectations == by_work[work.id] == 1, work
+        assert by_work[work.id] == 1, work
+        # the worker reports each object of a no_split message; and the placeholder
+        (message,) = [m for m in messages if m.work_id == work.id]
+        assert work.expectations == len(message.objects) + 1, work
     indicators = [o for m in messages for o in m.objects if o["type"] == "indicator"]
     assert all(o["object_marking_refs"] == [TLP_RED.id] for o in indicators)
     assert manager.counters["messages_sent"] == batches
@@ -141,7 +144,8 @@ def test_oversize_batch_goes_as_reference_complete_parts_under_the_limit(
     assert len(received) > 3  # split into several parts ...
     assert {message.work_id for _size, message in received} == {work.id}  # ... of one work
     assert work.closed and work.in_error is False
-    assert work.expectations == len(received)  # one expectation per message
+    # one per object the worker will report (each part is imported whole), the placeholder
+    assert work.expectations == sum(len(m.objects) for _s, m in received) + 1
     known = _feed_ids(groups)
     arrived: set[str] = set()
     for _size, message in received:
@@ -181,7 +185,8 @@ def test_default_limit_keeps_a_large_batch_under_rabbitmqs_16_mib(
         assert missing_references(message, {TLP_RED.id, AUTHOR.id}) == set()
     arrived = {o["id"] for _s, m in received for o in m.objects}
     assert {o["id"] for o in big} <= arrived
-    assert stub.works_list()[0].expectations == 2
+    objects = sum(len(m.objects) for _s, m in received)
+    assert stub.works_list()[0].expectations == objects + 1  # and the placeholder
 
 
 def test_an_object_larger_than_the_limit_fails_the_batch_with_a_clear_error(

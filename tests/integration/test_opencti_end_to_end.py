@@ -85,7 +85,9 @@ def test_tlp_red_feed_arrives_complete_marked_and_attributed(
     assert set(by_work) == {work.id for work in works}
     for work in works:
         assert work.closed and work.in_error is False and work.closed_count == 1, work
-        assert work.expectations == sum(1 for m in messages if m.work_id == work.id), work
+        # one per message, and the placeholder the manager reported once it closed the work
+        assert work.expectations == 1 + sum(1 for m in messages if m.work_id == work.id), work
+        assert work.reported_expectations == 1, work
         ids = {obj["id"] for obj in by_work[work.id]}
         # every bundle carries the marking and the author its members reference
         assert {TLP_RED.id, AUTHOR.id} <= ids, work.name
@@ -150,4 +152,4 @@ def test_duplicates_in_a_batch_keep_the_latest_version(stub: StubOpenCTI, make_h
     manager.work_to_process(work)
     (message,) = drain_queue(stub.amqp_url, stub.push_queue)
     assert [obj["name"] for obj in message.objects] == ["new"]
-    assert stub.works_list()[0].expectations == 1
+    assert stub.works_list()[0].expectations == 1 + 1  # the message, the placeholder

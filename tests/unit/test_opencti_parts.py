@@ -12,7 +12,7 @@ from connector_batching.opencti import prometheus
 from connector_batching.opencti.backpressure import QueueBackpressure
 from connector_batching.opencti.metrics import COUNTER_KEYS, ROUTES, MetricEvents
 from connector_batching.opencti.options import MIN_CHECK_INTERVAL, ManagerOptions
-from connector_batching.opencti.port import HelperPort, is_broker_error
+from connector_batching.opencti.port import HelperPort
 from connector_batching.opencti.state import cursor_text, state_from
 from connector_batching.redaction import RedactedError
 
@@ -139,13 +139,6 @@ def test_failing_without_a_message_only_cleans() -> None:
     assert helper.connector_logger.records == [] and helper.metric.incs == []
 
 
-def test_a_broker_error_is_told_by_its_module() -> None:
-    import pika.exceptions
-
-    assert is_broker_error(pika.exceptions.StreamLostError("reset"))
-    assert not is_broker_error(ValueError("reset"))
-
-
 def test_a_helper_without_logger_or_metric_is_fine() -> None:
     port = HelperPort(object())
     port.log("info", "nothing to log to", {})
@@ -257,18 +250,3 @@ def test_a_cursor_key_wiped_by_a_wholesale_set_state_is_said_at_warning() -> Non
     warnings = [m for level, m, _meta in helper.connector_logger.records if level == "warning"]
     assert any("vanished from the connector state" in m for m in warnings)
     assert stored == {"last_run": "2024-01-02", "cursor": "2024-01-02T00:00:00Z"}
-
-
-def test_a_builtin_error_raised_inside_pika_is_a_broker_error() -> None:
-    """A reset socket makes pika raise a builtin ValueError ("getpeername() failed"):
-    raised after pycti added the send's expectations, so they must be withdrawn."""
-    namespace: dict[str, Any] = {"__name__": "pika.adapters.utils.io_services_utils"}
-    exec("def connect():\n    raise ValueError('Expected connected socket')\n", namespace)
-    try:
-        namespace["connect"]()
-    except ValueError as exc:
-        assert is_broker_error(exc)
-    try:
-        raise ValueError("the splitter refused the bundle")  # raised before pika is involved
-    except ValueError as exc:
-        assert not is_broker_error(exc)

@@ -46,9 +46,13 @@ class RecordingHelper:
         self.queue_error: Exception | None = None
         helper = self
 
+        self.expected: dict[str, int] = {}
+        self.reported: dict[str, int] = {}
+
         class Work:
-            def initiate_work(self, connector_id: str, name: str) -> str:
+            def initiate_work(self, connector_id: str, name: str, is_multipart: bool) -> str:
                 helper.calls.append(("initiate_work", (connector_id, name)))
+                assert is_multipart
                 return f"work-{len(helper.calls)}"
 
             def to_processed(self, work_id: str, message: str | None, in_error: bool) -> None:
@@ -69,6 +73,25 @@ class RecordingHelper:
         class Api:
             work = Work()
             connector = Connector()
+
+            def query(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+                """The expectation calls the manager makes itself, counted as the platform."""
+                work_id = variables["id"]
+                if "addExpectations" in query:
+                    helper.calls.append(("add_expectations", (work_id, variables["expectations"])))
+                    helper.expected[work_id] = (
+                        helper.expected.get(work_id, 0) + variables["expectations"]
+                    )
+                elif "reportExpectation" in query:
+                    helper.calls.append(("report_expectation", work_id))
+                    helper.reported[work_id] = helper.reported.get(work_id, 0) + 1
+                else:
+                    tracking = {
+                        "import_expected_number": helper.expected.get(work_id, 0),
+                        "import_processed_number": helper.reported.get(work_id, 0),
+                    }
+                    return {"data": {"work": {"id": work_id, "tracking": tracking}}}
+                return {"data": {"workEdit": {}}}
 
         class Metric:
             def inc(self, name: str, n: int = 1) -> None:

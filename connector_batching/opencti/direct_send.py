@@ -1,0 +1,85 @@
+"""The direct path: a batch's messages through :class:`~.amqp.AmqpPublisher`.
+
+Per batch and work: the messages are built once (pycti's envelope); their
+expectations — the reports the worker will make for them — are added before
+the first is published (a failed call raises: nothing is published); the
+broker's confirms say which reached the queue, and a retry publishes only the
+others, without counting them again.  What was counted and never confirmed is
+taken back when the work closes (:meth:`~.works.Works.close`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from connector_batching.opencti.amqp import AmqpPublisher, PublishIncomplete
+from connector_batching.opencti.expectations import Expectations
+from connector_batching.opencti.messages import messages_of
+from connector_batching.opencti.metrics import MetricEvents
+from connector_batching.opencti.options import ManagerOptions
+from connector_batching.opencti.port import HelperPort
+from connector_batching.opencti.works import BatchProgress, OpenWorks
+
+if TYPE_CHECKING:
+    from connector_batching.opencti.sender import BatchPlan
+
+
+class DirectSend:
+    """Publish batches with exact expectations; re-send only the unconfirmed."""
+
+    def __init__(
+        self,
+        port: HelperPort,
+        events: MetricEvents,
+        registry: OpenWorks,
+        options: ManagerOptions,
+        expectations: Expectations,
+        publisher: AmqpPublisher,
+    ) -> None:
+        self._port = port
+        self._events = events
+        self._registry = registry
+        self._options = options
+        self._expectations = expectations
+        self.publisher = publisher
+
+    def send(self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]) -> int:
+        progress = self._registry.progress(work_id, plan.fingerprint)
+        if progress is None:
+            messages = messages_of(
+                plan.bundles(),
+                work_id=remote,
+                applicant_id=self._port.applicant_id,
+                send_options=self._options.send_options,
+            )
+            progress = BatchProgress(plan.fingerprint, messages)
+            self._registry.start(work_id, progress)
+        elif progress.confirmed:
+            self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
+        if remote is not None and not progress.counted:
+            with self._port.failing("Cannot add the batch's expectations", meta):
+                self._expectations.add(remote, sum(m.reports for m in progress.messages))
+            progress.counted = True
+        pending = progress.pending()
+        bodies = [progress.messages[index].body for index in pending]
+        with self._port.failing("Cannot send the bundle", meta):
+            try:
+                self.publisher.publish(bodies)
+            except PublishIncomplete as exc:
+                self._events.emit("send_failed")
+                self._events.emit("messages_in_doubt", exc.in_flight)
+                self._confirmed(work_id, progress, (pending[i] for i in exc.confirmed))
+                raise
+            except Exception:
+                self._events.emit("send_failed")
+                raise
+        self._confirmed(work_id, progress, pending)
+        self._events.emit("bundle_sent")
+        return len(pending)
+
+    def _confirmed(self, work_id: str, progress: BatchProgress, indexes: Iterable[int]) -> None:
+        new = [index for index in indexes if index not in progress.confirmed]
+        progress.confirmed.update(new)
+        self._registry.delivered(work_id, sum(progress.messages[i].reports for i in new))
+        self._events.emit("messages_sent", len(new))
