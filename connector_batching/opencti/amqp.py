@@ -199,6 +199,11 @@ class AmqpPublisher:
             self._next_tag += 1
 
     def _incomplete(self, exc: Exception | None) -> frozenset[int]:
+        if exc is not None and self._failure is None and self._connection is not None:
+            # the connection still works: what was published before the error is
+            # confirmed (or refused) by the broker, not left in doubt
+            with contextlib.suppress(Exception):
+                self._run_until(lambda: len(self._tags) == 0, "the broker's confirms")
         in_flight = len(self._tags)
         confirmed = frozenset(self._confirmed - self._returned)
         if exc is not None or self._failure is not None:

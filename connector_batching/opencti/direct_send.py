@@ -59,7 +59,7 @@ class DirectSend:
             self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
         if remote is not None and not progress.counted:
             with self._port.failing("Cannot add the batch's expectations", meta):
-                self._expectations.add(remote, sum(m.reports for m in progress.messages))
+                self._expectations.add_batch(remote, sum(m.reports for m in progress.messages))
             progress.counted = True
         pending = progress.pending()
         bodies = [progress.messages[index].body for index in pending]

@@ -8,10 +8,12 @@ that may still have reached the platform (a timeout, a cut connection), reads
 the work's ``tracking`` back to know whether it was applied.  It keeps, per
 open work, the expected count the platform holds (:meth:`expected`).
 
-The placeholder: every work is opened holding one expectation of its own
-(:meth:`hold`), reported only after the work was marked processed
-(:meth:`release`).  Under both of the platform's rule sets a work cannot
-complete while it is held, so it never shows "complete" before its close.
+The placeholder: with the first expectations of a work (:meth:`add_batch`)
+comes one of the manager's own, reported only after the work was marked
+processed (:meth:`release`).  Under both of the platform's rule sets a work
+cannot complete while it is held, so it never shows "complete" before its
+close; a work in which nothing was sent expects nothing and completes as it
+is marked processed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class Expectations:
         self._port = port
         self._lock = threading.Lock()
         self._expected: dict[str, int] = {}
+        self._held: set[str] = set()
         #: when ``False`` the count may also move by others (the API transport, whose
         #: worker adds the expectations of the bundles it splits): no read-back check
         self.exclusive = True
@@ -57,11 +60,17 @@ class Expectations:
         with self._lock:
             return self._expected.get(work_id, 0)
 
-    def hold(self, work_id: str) -> None:
-        """Open ``work_id``'s count with the placeholder expectation."""
+    def held(self, work_id: str) -> bool:
+        """Whether ``work_id`` holds the placeholder."""
         with self._lock:
-            self._expected[work_id] = 0
-        self.add(work_id, 1)
+            return work_id in self._held
+
+    def add_batch(self, work_id: str, n: int) -> None:
+        """Add a batch's ``n`` expectations, and the placeholder with the work's first."""
+        held = self.held(work_id)
+        self.add(work_id, n if held else n + 1)
+        with self._lock:
+            self._held.add(work_id)
 
     def add(self, work_id: str, n: int) -> None:
         """Add ``n`` (may be negative) to the expected count; raise unless it is applied."""
@@ -89,11 +98,14 @@ class Expectations:
         return expected
 
     def release(self, work_id: str) -> None:
-        """Report the placeholder (after the work was marked processed); forget the work.
+        """Report the placeholder, if held (after the work was marked processed); forget the work.
 
         When the answer is lost, the work is read back: complete means done;
         otherwise the error is raised and a retry reports again.
         """
+        if not self.held(work_id):
+            self.forget(work_id)
+            return
         try:
             self._port.query(REPORT, {"id": work_id, "error": None})
         except Exception:
@@ -108,6 +120,7 @@ class Expectations:
     def forget(self, work_id: str) -> None:
         with self._lock:
             self._expected.pop(work_id, None)
+            self._held.discard(work_id)
 
     def tracking(self, work_id: str) -> tuple[int, int, str | None]:
         """The work's (expected, processed, status) as the platform holds them."""

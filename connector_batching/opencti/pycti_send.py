@@ -83,7 +83,10 @@ class PyctiSend:
         before = self._expectations.expected(remote) if remote is not None else 0
         if remote is not None:
             with self._port.failing("Cannot add the batch's expectations", meta):
-                self._expectations.add(remote, reports)
+                held = self._expectations.held(remote)
+                self._expectations.add_batch(remote, reports)
+            if not held:
+                before += 1  # the placeholder stays
         try:
             with self._port.failing("Cannot send the bundle", meta):
                 sent = self._port.send_bundle(bundle, remote, self._options.send_options)

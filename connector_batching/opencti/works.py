@@ -1,8 +1,9 @@
 """Works: the ones this manager opened (:class:`OpenWorks`), opening and closing them.
 
 A batch's work is a multipart OpenCTI work (``workAdd`` with
-``isMultiPartWork``), opened holding one placeholder expectation
-(:class:`~connector_batching.opencti.expectations.Expectations`).  Closing it:
+``isMultiPartWork``); its first expectations come with a placeholder of the
+manager's own (:class:`~connector_batching.opencti.expectations.Expectations`).
+Closing it:
 
 1. its expected count is set to what the worker will report — the reports of
    the messages the broker confirmed (a failed send's others are taken back);
@@ -170,30 +171,18 @@ class Works:
         if not work_id:  # the helper does not send to the queue: no platform work
             work_id = f"{NO_WORK_PREFIX}{uuid.uuid4()}"
         work_id = str(work_id)
-        if platform_id(work_id) is not None:
-            self._hold(work_id, meta)
         uncertain = self._registry.opened(work_id, work_name)
         self._port.log("info", "Work created", {"work_id": work_id, **meta})
         if uncertain and platform_id(work_id) is not None:
             self._close_orphans(work_name)
         return work_id
 
-    def _hold(self, work_id: str, meta: dict[str, str]) -> None:
-        """The placeholder; when it cannot be added, the empty work is closed and it raises."""
-        try:
-            with self._port.failing("Cannot add the work's placeholder expectation", meta):
-                self._expectations.hold(work_id)
-        except Exception:
-            self._expectations.forget(work_id)
-            try:  # nothing was sent in it: expected 0, it completes as it closes
-                self._port.close_work(work_id, "Work not used: the platform was unreachable", True)
-            except Exception:
-                self._registry.open_failed(meta["work_name"])  # an orphan, found later
-            raise
-
     def _settle(self, work_id: str) -> None:
         """Set the expected count to the worker's reports (plus the placeholder)."""
-        surplus = self._expectations.expected(work_id) - 1 - self._registry.reports(work_id)
+        placeholder = 1 if self._expectations.held(work_id) else 0
+        surplus = (
+            self._expectations.expected(work_id) - placeholder - self._registry.reports(work_id)
+        )
         if surplus == 0 or not self._expectations.exclusive:
             return
         with self._port.failing("Cannot correct the work's expectations", {"work_id": work_id}):

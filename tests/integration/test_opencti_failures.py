@@ -183,8 +183,8 @@ def test_work_closing_error_is_retried_and_the_batch_counts_as_delivered(
     (work,) = stub.works_list()
     assert work.closed and work.in_error is False
     assert [c.outcome for c in stub.calls_of("workToProcessed")] == ["graphql_error", "ok"]
-    # the placeholder, then the batch's messages once: the bundle was not sent twice
-    assert [c.variables["expectations"] for c in stub.calls_of("addExpectations")] == [1, 16]
+    # the batch's 16 messages and the placeholder, once: the bundle was not sent twice
+    assert [c.variables["expectations"] for c in stub.calls_of("addExpectations")] == [17]
     assert processor.get_statistics()["failed_items_count"] == 0
     assert stub.state_dict()[STATE_KEY] == "2026-01-01T00:04:00Z"
 

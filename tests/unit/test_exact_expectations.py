@@ -84,7 +84,8 @@ def test_the_work_is_marked_processed_before_its_placeholder_is_reported() -> No
     manager.work_to_process(work)
     order = [name for name, _args in helper.calls if name in {"to_processed", "report_expectation"}]
     assert order == ["to_processed", "report_expectation"]
-    assert next(args for name, args in helper.calls if name == "add_expectations") == (work, 1)
+    # the batch's one report and the placeholder, in one call
+    assert next(args for name, args in helper.calls if name == "add_expectations") == (work, 2)
 
 
 def test_a_failed_expectations_call_raises_and_nothing_is_sent() -> None:
@@ -122,19 +123,14 @@ def test_an_expectations_call_whose_answer_was_lost_is_not_applied_twice() -> No
     assert helper.expected[work] == 1 + 2
 
 
-def test_placeholder_failure_closes_the_empty_work_and_raises() -> None:
+def test_a_work_in_which_nothing_was_sent_expects_nothing() -> None:
     helper = PyctiLikeHelper()
     manager = _manager(helper)
-
-    def down(text: str, variables: dict[str, Any]) -> dict[str, Any]:
-        raise ConnectionError("platform unreachable")
-
-    helper.api.query = down  # type: ignore[method-assign]
-    with pytest.raises(ConnectionError):
-        manager.initiate_work("w", "indicators")
-    (closed,) = helper.named("to_processed")
-    assert closed[2] is True  # in error: expected 0, it completes as it closes
-    assert manager.open_works == []
+    work = manager.initiate_work("w", "indicators")
+    manager.send_bundle(work, [])
+    manager.work_to_process(work, in_error=True, message="feed down")
+    assert helper.named("add_expectations") == helper.named("report_expectation") == []
+    assert helper.named("to_processed") == [(work, "feed down", True)]  # expected 0: complete
 
 
 def test_split_mode_with_no_split_is_refused() -> None:
