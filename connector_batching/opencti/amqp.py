@@ -152,8 +152,10 @@ class AmqpPublisher:
 
     # -- the batch -------------------------------------------------------------
 
-    def publish(self, bodies: Sequence[bytes]) -> frozenset[int]:
+    def publish(self, bodies: Sequence[bytes], window: int | None = None) -> frozenset[int]:
         """Publish ``bodies``; return the indexes the broker confirmed (all of them).
+
+        At most ``window`` (default ``max_unconfirmed``) are unconfirmed at a time.
 
         Raises :class:`PublishIncomplete` when the broker refused or returned a
         message, or the connection broke: its ``confirmed`` are in the queue.
@@ -175,7 +177,7 @@ class AmqpPublisher:
             self._refused = set()
             self._returned = set()
             try:
-                self._publish_all(bodies)
+                self._publish_all(bodies, window or self.max_unconfirmed)
                 self._run_until(lambda: len(self._tags) == 0, "the broker's confirms")
             except Exception as exc:
                 return self._incomplete(exc)
@@ -185,13 +187,11 @@ class AmqpPublisher:
                 return self._incomplete(None)
             return frozenset(self._confirmed)
 
-    def _publish_all(self, bodies: Sequence[bytes]) -> None:
+    def _publish_all(self, bodies: Sequence[bytes], window: int) -> None:
         settings = self.settings
         for index, body in enumerate(bodies):
-            if len(self._tags) >= self.max_unconfirmed:
-                self._run_until(
-                    lambda: len(self._tags) < self.max_unconfirmed, "the broker's confirms"
-                )
+            if len(self._tags) >= window:
+                self._run_until(lambda: len(self._tags) < window, "the broker's confirms")
             self._channel.basic_publish(
                 settings.exchange, settings.routing_key, body, _PERSISTENT, mandatory=True
             )

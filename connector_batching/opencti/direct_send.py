@@ -1,6 +1,7 @@
 """The direct path: a batch's messages through :class:`~.amqp.AmqpPublisher`.
 
-Per batch and work: the messages are built once (pycti's envelope); their
+Per batch and work: the messages are built once (pycti's envelope); in bundle
+mode each is confirmed before the next is published; their
 expectations — the reports the worker will make for them — are added before
 the first is published (a failed call raises: nothing is published); the
 broker's confirms say which reached the queue, and a retry publishes only the
@@ -65,7 +66,8 @@ class DirectSend:
         bodies = [progress.messages[index].body for index in pending]
         with self._port.failing("Cannot send the bundle", meta):
             try:
-                self.publisher.publish(bodies)
+                # bundle mode: large messages, each confirmed before the next (one in doubt)
+                self.publisher.publish(bodies, 1 if self._options.send_mode == "bundle" else None)
             except PublishIncomplete as exc:
                 self._events.emit("send_failed")
                 self._events.emit("messages_in_doubt", exc.in_flight)

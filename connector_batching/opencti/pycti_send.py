@@ -67,7 +67,9 @@ class PyctiSend:
             part_meta = dict(meta)
             if len(sends) > 1:
                 part_meta["part"] = f"{index + 1}/{len(sends)}"
-            messages += self._send_one(work_id, remote, sends[index], reports, part_meta)
+            messages += self._send_one(
+                work_id, remote, sends[index], reports, len(bundles) if split_mode else 1, part_meta
+            )
             self._registry.part_sent(work_id, plan.fingerprint, index + 1)
         return messages
 
@@ -78,7 +80,13 @@ class PyctiSend:
         return split_messages if split_messages is not None else object_count(bundle)
 
     def _send_one(
-        self, work_id: str, remote: str | None, bundle: str, reports: int, meta: dict[str, Any]
+        self,
+        work_id: str,
+        remote: str | None,
+        bundle: str,
+        reports: int,
+        messages: int,
+        meta: dict[str, Any],
     ) -> int:
         before = self._expectations.expected(remote) if remote is not None else 0
         if remote is not None:
@@ -92,6 +100,8 @@ class PyctiSend:
                 sent = self._port.send_bundle(bundle, remote, self._options.send_options)
         except Exception:
             self._events.emit("send_failed")
+            # pycti may have published any of this send's messages before it raised
+            self._events.emit("messages_in_doubt", messages)
             if remote is not None:
                 self._restore(remote, before, meta)
             raise
