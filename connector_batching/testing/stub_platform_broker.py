@@ -129,3 +129,26 @@ def queue_depth(amqp_url: str, queue: str) -> int:
             lambda channel: channel.queue_declare(queue, passive=True).method.message_count,
         )
     )
+
+
+def push_bundle(amqp_url: str, routing_key: str, bundle: str, envelope: dict[str, Any]) -> None:
+    """Queue ``bundle`` as ONE message, as the platform's ``stixBundlePush`` does.
+
+    The platform's envelope: ``type`` "bundle", ``applicant_id``, ``content``
+    (base64), ``work_id``, ``update`` true — no ``no_split``, so the worker splits
+    a bundle of several objects (and counts their expectations) itself.
+    """
+    content = base64.b64encode(bundle.encode("utf-8")).decode("ascii")
+    body = json.dumps({"type": "bundle", "content": content, "update": True, **envelope})
+
+    def publish(channel: Any) -> None:
+        channel.confirm_delivery()
+        channel.basic_publish(
+            PUSH_EXCHANGE,
+            routing_key,
+            body.encode("utf-8"),
+            pika.BasicProperties(delivery_mode=2, content_encoding="utf-8"),
+            mandatory=True,
+        )
+
+    _on_channel(amqp_url, publish)
