@@ -32,8 +32,9 @@ from connector_batching.opencti.bundles import RABBITMQ_DEFAULT_MAX_MESSAGE_BYTE
 DEFAULT_MAX_UNCONFIRMED = 1000
 #: Seconds to wait for the broker (connection, confirms) before giving up.
 DEFAULT_BROKER_TIMEOUT = 60.0
-#: pycti's heartbeat (seconds).  A connection idle longer is closed cleanly and
-#: opened again at the next batch, so the broker never drops it for missed beats.
+#: pycti's heartbeat (seconds).  A connection idle this long is closed cleanly (by a
+#: timer, or at the next batch) and opened again when needed, so the broker never
+#: drops it for missed heartbeats.
 HEARTBEAT = 10
 
 
@@ -147,6 +148,7 @@ class AmqpPublisher:
         self._refused: set[int] = set()
         self._returned: set[int] = set()
         self._done: Callable[[], bool] | None = None
+        self._idle_timer: threading.Timer | None = None
         #: connections opened (the first one included)
         self.connections_opened = 0
 
@@ -183,6 +185,7 @@ class AmqpPublisher:
                 return self._incomplete(exc)
             finally:
                 self._last_used = self._clock()
+                self._close_when_idle()
             if self._refused or self._returned:
                 return self._incomplete(None)
             return frozenset(self._confirmed)
@@ -268,6 +271,22 @@ class AmqpPublisher:
             self.close_connection()
             raise
 
+    def _close_when_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        timer = threading.Timer(HEARTBEAT, self.close_if_idle)
+        timer.daemon = True
+        timer.start()
+        self._idle_timer = timer
+
+    def close_if_idle(self) -> bool:
+        """Close the connection if no batch used it for :data:`HEARTBEAT` seconds."""
+        with self._lock:
+            if self._connection is None or self._clock() - self._last_used < HEARTBEAT:
+                return False
+            self.close_connection()
+            return True
+
     def close_connection(self) -> None:
         """Close the connection (cleanly when it is still open); the next publish opens one."""
         connection, self._connection, self._channel = self._connection, None, None
@@ -286,7 +305,11 @@ class AmqpPublisher:
             connection.ioloop.close()
 
     def close(self) -> None:
+        """Close the connection and stop the idle timer (a later publish opens one)."""
         with self._lock:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
             self.close_connection()
 
     # -- the event loop ------------------------------------------------------------

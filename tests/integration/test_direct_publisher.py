@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pika
 import pytest
@@ -117,6 +117,17 @@ def test_a_connection_idle_past_the_heartbeat_is_opened_again(
     assert len(_raw(stub)) == 2
 
 
+def test_an_idle_connection_is_closed_cleanly(stub: StubOpenCTI, publisher: AmqpPublisher) -> None:
+    clock = publisher._clock
+    assert isinstance(clock, Clock)
+    publisher.publish(_bodies(1))
+    assert publisher.close_if_idle() is False  # just used
+    clock.now += HEARTBEAT
+    assert publisher.close_if_idle() is True
+    assert publisher.publish(_bodies(1)) == frozenset({0})
+    assert publisher.connections_opened == 2
+
+
 def test_a_cut_connection_leaves_at_most_the_window_in_doubt_and_reconnects(
     stub: StubOpenCTI,
 ) -> None:
@@ -141,8 +152,8 @@ def test_a_cut_connection_leaves_at_most_the_window_in_doubt_and_reconnects(
 
 def test_broker_settings_are_the_helpers_with_its_tls_context() -> None:
     class Helper:
-        config: dict[str, Any] = {"mq": {"use_ssl_reject_unauthorized": False}}
-        connector_config = {
+        config: ClassVar[dict[str, Any]] = {"mq": {"use_ssl_reject_unauthorized": False}}
+        connector_config: ClassVar[dict[str, Any]] = {
             "connection": {
                 "host": "rabbit.example",
                 "port": 5671,
