@@ -29,7 +29,7 @@ from connector_batching.opencti.bundles import RABBITMQ_DEFAULT_MAX_MESSAGE_BYTE
 
 #: The most messages published and not yet confirmed: the bound of what a broken
 #: connection leaves uncertain.
-DEFAULT_MAX_UNCONFIRMED = 1000
+DEFAULT_MAX_UNCONFIRMED = 256
 #: Seconds to wait for the broker (connection, confirms) before giving up.
 DEFAULT_BROKER_TIMEOUT = 60.0
 #: pycti's heartbeat (seconds).  A connection idle this long is closed cleanly (by a
