@@ -13,9 +13,12 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika
+
+if TYPE_CHECKING:
+    from connector_batching.testing.stub_platform import StubOpenCTI
 
 #: The platform's exchange for connectors' push queues (shared, durable, direct).
 PUSH_EXCHANGE = "amqp.worker.exchange"
@@ -152,3 +155,10 @@ def push_bundle(amqp_url: str, routing_key: str, bundle: str, envelope: dict[str
         )
 
     _on_channel(amqp_url, publish)
+
+
+def stix_bundle_push(stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str, Any]:
+    """The ``stixBundlePush`` resolver, for a ``work_id``: one message, no expectation."""
+    envelope = {"applicant_id": stub.user_id, "work_id": variables.get("work_id")}
+    push_bundle(stub.amqp_url, stub.push_routing, variables["bundle"], envelope)
+    return {"stixBundlePush": True}

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from connector_batching.testing.stub_platform_broker import PUSH_EXCHANGE, push_bundle
+from connector_batching.testing.stub_platform_broker import PUSH_EXCHANGE, stix_bundle_push
 from connector_batching.testing.work_rules import (
     Event,
     Tally,
@@ -382,13 +382,6 @@ def _delete_connector(_stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str
     return {"deleteConnector": variables["id"]}
 
 
-def _stix_bundle_push(stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str, Any]:
-    """``stixBundlePush`` with a ``work_id``: one message, no expectation added."""
-    envelope = {"applicant_id": stub.user_id, "work_id": variables.get("work_id")}
-    push_bundle(stub.amqp_url, stub.push_routing, variables["bundle"], envelope)
-    return {"stixBundlePush": True}
-
-
 BUILTIN_OPERATIONS: dict[str, Resolver] = {
     "healthCheck": _health_check,
     "RegisterConnector": _register_connector,
@@ -405,5 +398,5 @@ BUILTIN_OPERATIONS: dict[str, Resolver] = {
     "ConnectorWorksQuery": _works_page,
     "ConnectorBatchingOpenWorks": _works_page,
     "ConnectorDeletionMutation": _delete_connector,
-    "StixBundlePush": _stix_bundle_push,
+    "StixBundlePush": stix_bundle_push,
 }
