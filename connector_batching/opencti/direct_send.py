@@ -15,12 +15,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from connector_batching.opencti.amqp import AmqpPublisher, PublishIncomplete
-from connector_batching.opencti.expectations import Expectations
 from connector_batching.opencti.messages import messages_of
-from connector_batching.opencti.metrics import MetricEvents
-from connector_batching.opencti.options import ManagerOptions
-from connector_batching.opencti.port import HelperPort
-from connector_batching.opencti.works import BatchProgress, OpenWorks
+from connector_batching.opencti.sender import SendParts
+from connector_batching.opencti.works import BatchProgress
 
 if TYPE_CHECKING:
     from connector_batching.opencti.sender import BatchPlan
@@ -29,20 +26,12 @@ if TYPE_CHECKING:
 class DirectSend:
     """Publish batches with exact expectations; re-send only the unconfirmed."""
 
-    def __init__(
-        self,
-        port: HelperPort,
-        events: MetricEvents,
-        registry: OpenWorks,
-        options: ManagerOptions,
-        expectations: Expectations,
-        publisher: AmqpPublisher,
-    ) -> None:
-        self._port = port
-        self._events = events
-        self._registry = registry
-        self._options = options
-        self._expectations = expectations
+    def __init__(self, parts: SendParts, publisher: AmqpPublisher) -> None:
+        self._port = parts.port
+        self._events = parts.events
+        self._registry = parts.registry
+        self._options = parts.options
+        self._expectations = parts.expectations
         self.publisher = publisher
 
     def send(self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]) -> int:

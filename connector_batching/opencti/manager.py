@@ -20,7 +20,7 @@ from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.options import PYCTI_ONLY_OPTIONS, ManagerOptions
 from connector_batching.opencti.port import HelperPort
 from connector_batching.opencti.pycti_send import PyctiSend
-from connector_batching.opencti.sender import Sender
+from connector_batching.opencti.sender import Sender, SendParts
 from connector_batching.opencti.state import ConnectorState
 from connector_batching.opencti.works import OpenWorks, Works
 
@@ -108,7 +108,8 @@ class OpenCTIWorkManager:
         expectations.exclusive = port.queue_protocol == "amqp"
         self._leftovers = LeftoverWorks(port, events, registry, expectations)
         self._works = Works(port, events, registry, self._leftovers.close_orphans, expectations)
-        self._sender = Sender(port, events, registry, self.options)
+        parts = SendParts(port, events, registry, self.options, expectations)
+        self._sender = Sender(parts)
         self._amqp: AmqpPublisher | None = None
         #: why pycti's path is used although ``publisher="direct"`` was asked (or [])
         self.pycti_reasons = self._pycti_reasons(port)
@@ -117,11 +118,9 @@ class OpenCTIWorkManager:
             if self.options.max_batch_bytes > DEFAULT_MAX_BATCH_BYTES:
                 limit = RABBITMQ_MAX_MESSAGE_BYTES  # the operator raised the broker's limit
             self._amqp = AmqpPublisher(port.broker_settings(), max_message_bytes=limit)
-            self._sender.path = DirectSend(
-                port, events, registry, self.options, expectations, self._amqp
-            )
+            self._sender.path = DirectSend(parts, self._amqp)
         else:
-            self._sender.path = PyctiSend(port, events, registry, self.options, expectations)
+            self._sender.path = PyctiSend(parts)
             if self.options.publisher == "direct":
                 port.log(
                     "info",

@@ -13,32 +13,6 @@ from connector_batching.opencti.bundles import (
     MIN_BATCH_BYTES,
 )
 
-#: ``send_stix2_bundle`` keywords a user may set (``work_id`` is the manager's).
-SEND_OPTIONS = frozenset(
-    {
-        "update",
-        "cleanup_inconsistent_bundle",
-        "validation_mode",
-        "draft_id",
-        "entities_types",
-        "event_version",
-        "bypass_validation",
-        "force_validation",
-        "entity_id",
-        "file_markings",
-        "file_name",
-        "send_to_queue",
-        "send_to_directory",
-        "send_to_directory_path",
-        "send_to_directory_retention",
-        "send_to_s3",
-        "no_split",
-    }
-)
-
-SEND_MODES = ("split", "bundle")
-PUBLISHERS = ("direct", "pycti")
-
 #: ``send_stix2_bundle`` keywords only pycti's own path implements: with any of
 #: them set, the manager sends through pycti (``publisher="pycti"``).
 PYCTI_ONLY_OPTIONS = frozenset(
@@ -56,6 +30,20 @@ PYCTI_ONLY_OPTIONS = frozenset(
         "send_to_s3",
     }
 )
+
+#: ``send_stix2_bundle`` keywords a user may set (``work_id`` is the manager's); the
+#: direct publisher puts the others in its messages as pycti does.
+SEND_OPTIONS = PYCTI_ONLY_OPTIONS | {
+    "update",
+    "cleanup_inconsistent_bundle",
+    "draft_id",
+    "entities_types",
+    "event_version",
+    "no_split",
+}
+
+SEND_MODES = ("split", "bundle")
+PUBLISHERS = ("direct", "pycti")
 
 #: The least ``queue_check_interval`` (seconds).
 MIN_CHECK_INTERVAL = 0.01

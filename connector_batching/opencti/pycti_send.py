@@ -24,12 +24,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from connector_batching.opencti.expectations import Expectations
 from connector_batching.opencti.messages import object_count
-from connector_batching.opencti.metrics import MetricEvents
-from connector_batching.opencti.options import ManagerOptions
-from connector_batching.opencti.port import HelperPort
-from connector_batching.opencti.works import OpenWorks
+from connector_batching.opencti.sender import SendParts
 
 if TYPE_CHECKING:
     from connector_batching.opencti.sender import BatchPlan
@@ -38,20 +34,13 @@ if TYPE_CHECKING:
 class PyctiSend:
     """``send_stix2_bundle`` per bundle (or part), the expected count corrected around it."""
 
-    def __init__(
-        self,
-        port: HelperPort,
-        events: MetricEvents,
-        registry: OpenWorks,
-        options: ManagerOptions,
-        expectations: Expectations,
-    ) -> None:
-        self._port = port
-        self._events = events
-        self._registry = registry
-        self._options = options
-        self._expectations = expectations
-        self._api = port.queue_protocol == "api"
+    def __init__(self, parts: SendParts) -> None:
+        self._port = parts.port
+        self._events = parts.events
+        self._registry = parts.registry
+        self._options = parts.options
+        self._expectations = parts.expectations
+        self._api = parts.port.queue_protocol == "api"
 
     def send(self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]) -> int:
         split_mode = self._options.send_mode == "split"

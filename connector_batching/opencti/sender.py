@@ -14,11 +14,13 @@ the same batch re-sends only what the broker did not confirm.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from stix2.base import _STIXBase
 
 from connector_batching.opencti.bundles import dumps, split_bundle, utf8_size
+from connector_batching.opencti.expectations import Expectations
 from connector_batching.opencti.messages import pycti_split
 from connector_batching.opencti.metrics import MetricEvents
 from connector_batching.opencti.options import ManagerOptions
@@ -36,6 +38,18 @@ def flatten(objects: Sequence[Any]) -> list[Any]:
         else:
             out.extend(iter_members(normalize_item(obj)))
     return out
+
+
+@dataclass(frozen=True)
+class SendParts:
+    """What a way to the queue works with: the helper port, the event stream, the open
+    works, the options and the works' expected counts."""
+
+    port: HelperPort
+    events: MetricEvents
+    registry: OpenWorks
+    options: ManagerOptions
+    expectations: Expectations
 
 
 class BatchPath(Protocol):
@@ -70,17 +84,11 @@ class BatchPlan:
 class Sender:
     """Send batches' bundles within their works."""
 
-    def __init__(
-        self,
-        port: HelperPort,
-        events: MetricEvents,
-        registry: OpenWorks,
-        options: ManagerOptions,
-    ) -> None:
-        self._port = port
-        self._events = events
-        self._registry = registry
-        self._options = options
+    def __init__(self, parts: SendParts) -> None:
+        self._port = parts.port
+        self._events = parts.events
+        self._registry = parts.registry
+        self._options = parts.options
         #: set by the manager: the direct publisher's path or pycti's
         self.path: BatchPath | None = None
 
