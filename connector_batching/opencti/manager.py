@@ -144,7 +144,9 @@ class OpenCTIWorkManager:
         return "direct" if self._amqp is not None else "pycti"
 
     def close(self) -> None:
-        """Close the direct publisher's broker connection (a later send opens it again)."""
+        """Close again the works whose close failed (as they were to be closed), then the
+        direct publisher's broker connection (a later send opens it again). Never raises."""
+        self._works.close_unclosed()
         if self._amqp is not None:
             self._amqp.close()
 
@@ -197,7 +199,12 @@ class OpenCTIWorkManager:
     # -- WorkManager -------------------------------------------------------------
 
     def initiate_work(self, work_name: str, entity_type: str) -> str:
-        """Wait for the push queue if needed, then open an OpenCTI work."""
+        """Wait for the push queue if needed, then open an OpenCTI work.
+
+        Works whose close failed earlier (the processor gave up) are closed again
+        first, as they were to be closed.
+        """
+        self._works.close_unclosed()
         self.push_queue.wait()
         return self._works.open(work_name, entity_type)
 

@@ -60,6 +60,7 @@ class OpenWorks:
         self._progress: dict[str, BatchProgress] = {}
         self._reports: dict[str, int] = {}  # work id -> reports the worker will make
         self._processed: set[str] = set()
+        self._unclosed: dict[str, tuple[bool, str | None]] = {}  # close failed: how it was asked
         self._uncertain_names: set[str] = set()
 
     def ids(self) -> list[str]:
@@ -117,6 +118,15 @@ class OpenWorks:
         with self._lock:
             return self._reports.get(work_id, 0)
 
+    def close_failed(self, work_id: str, in_error: bool, message: str | None) -> None:
+        with self._lock:
+            self._unclosed[work_id] = (in_error, message)
+
+    def unclosed(self) -> dict[str, tuple[bool, str | None]]:
+        """Works whose last close failed, with how they were to be closed."""
+        with self._lock:
+            return dict(self._unclosed)
+
     def mark_processed(self, work_id: str) -> None:
         with self._lock:
             self._processed.add(work_id)
@@ -138,6 +148,7 @@ class OpenWorks:
             self._progress.pop(work_id, None)
             self._reports.pop(work_id, None)
             self._processed.discard(work_id)
+            self._unclosed.pop(work_id, None)
 
 
 class Works:
@@ -191,7 +202,33 @@ class Works:
             self._events.emit("expectations_withdrawn", surplus)
 
     def close(self, work_id: str, in_error: bool = False, message: str | None = None) -> None:
-        """Close the work; ``in_error=True`` marks it failed with ``message``."""
+        """Close the work; ``in_error=True`` marks it failed with ``message``.
+
+        When it fails, the work is remembered and closed again, as asked, by
+        :meth:`close_unclosed` (before the next work opens).
+        """
+        try:
+            self._close(work_id, in_error, message)
+        except Exception:
+            self._registry.close_failed(work_id, in_error, message)
+            raise
+
+    def close_unclosed(self) -> int:
+        """Close again the works whose close failed (the caller gave up); never raises.
+
+        A work marked processed whose placeholder was not reported would stay in
+        progress for ever on the platform: this reports it.  Returns how many closed.
+        """
+        closed = 0
+        for work_id, (in_error, message) in self._registry.unclosed().items():
+            try:
+                self._close(work_id, in_error, message)
+            except Exception:
+                continue
+            closed += 1
+        return closed
+
+    def _close(self, work_id: str, in_error: bool, message: str | None) -> None:
         count = self._registry.objects(work_id)
         if message is None:
             message = "Batch failed" if in_error else f"Batch delivered: {count} objects"

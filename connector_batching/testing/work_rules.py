@@ -11,12 +11,13 @@ Two rule sets (:data:`RULE_SETS`), both checked at every report and every
 * ``"current"``: complete when ``(not is_multipart or is_processed) and
   processed >= expected``.  A non-multipart work thus completes at the first
   report that reaches its expected count, even before its connector closed it.
-* ``"older"`` (still deployed): at a report, complete only when
-  ``(not is_multipart or is_processed) and processed == expected``; at
-  ``workToProcessed``, when ``expected == 0 or processed == expected``.  An
-  overshoot (more reports than expected) leaves the work in progress forever.
-  Assumption: older platforms gate multipart works on ``is_processed`` at a
-  report as the current one does.
+* ``"older"`` (still deployed): at a report, complete when
+  ``processed == expected``; at ``workToProcessed``, when ``expected == 0 or
+  processed == expected``.  These platforms know no multipart works (their
+  ``work.js`` and ``redis`` keep no such flag): a report can complete a work its
+  connector has not closed.  A count that passes the expected one without
+  meeting it (more reports than expected, or an expected count lowered below
+  the reports already in) leaves the work in progress forever.
 
 Under both, a completed work never goes back to "in progress".  Everything
 here is pure: no stub, no broker.
@@ -103,11 +104,11 @@ def completes(rules: str, kind: str, tally: Tally, is_multipart: bool) -> bool:
     check_rules(rules)
     if kind == "add":
         return False
-    gate = not is_multipart or tally.is_processed
     if rules == "current":
+        gate = not is_multipart or tally.is_processed
         return gate and tally.processed >= tally.expected
-    if kind == "report":
-        return gate and tally.processed == tally.expected
+    if kind == "report":  # the older rules: no multipart gate
+        return tally.processed == tally.expected
     return tally.expected == 0 or tally.processed == tally.expected
 
 
