@@ -155,3 +155,29 @@ def test_objects_the_splitter_cannot_import_are_counted_and_warned(
     (meta,) = [meta for level, m, meta in helper.connector_logger.records if "cannot import" in m]
     assert meta["types"] == {"x-unknown-thing": 1}
     assert helper.expected[work] == 1 + 1  # only what pycti's splitter sends is counted
+
+
+def test_a_close_given_up_on_is_done_before_the_next_work() -> None:
+    """Marked processed, its placeholder report failed: left so, the work would stay in
+    progress for ever; the manager reports it before it opens the next work."""
+    helper = PyctiLikeHelper()
+    manager = _manager(helper)
+    work = manager.initiate_work("w", "indicators")
+    manager.send_bundle(work, [_indicator(1)])
+    query = helper.api.query
+    down = [True]
+
+    def reports_down(text: str, variables: dict[str, Any]) -> dict[str, Any]:
+        if "reportExpectation" in text and down:
+            raise ConnectionError("platform unreachable")
+        return query(text, variables)
+
+    helper.api.query = reports_down  # type: ignore[method-assign]
+    with pytest.raises(ConnectionError):
+        manager.work_to_process(work)
+    assert manager.open_works == [work] and helper.named("report_expectation") == []
+    down.clear()
+    manager.initiate_work("next", "indicators")
+    assert helper.named("report_expectation") == [work]
+    assert len(helper.named("to_processed")) == 1  # marked processed once
+    assert manager.open_works != [work] and work not in manager.open_works
