@@ -12,7 +12,9 @@ logged, the error counted, and the exception re-raised — as it was, or as a
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from connector_batching.opencti.metrics import MetricEvents
@@ -22,6 +24,18 @@ from connector_batching.redaction import (
     install_log_redaction,
     redact,
 )
+
+
+@dataclass
+class PublishCount:
+    """Messages pycti published during :meth:`HelperPort.counting_publishes`.
+
+    ``watching`` is false when the helper has no metric handler to watch: then
+    nothing is known of what a broken send published.
+    """
+
+    published: int = 0
+    watching: bool = False
 
 
 class HelperPort:
@@ -138,6 +152,39 @@ class HelperPort:
         return self._helper.api.query(query, dict(variables))
 
     # -- bundles -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def counting_publishes(self) -> Iterator[PublishCount]:
+        """Count, during the block, the messages pycti's ``send_stix2_bundle`` publishes
+        from this thread: pycti adds one to its ``bundle_send`` metric after each
+        message the broker confirmed (``helper.metric.inc``, watched meanwhile)."""
+        count = PublishCount()
+        metric = getattr(self._helper, "metric", None)
+        original = getattr(metric, "inc", None)
+        if metric is None or not callable(original):
+            yield count
+            return
+        thread = threading.get_ident()
+
+        def inc(name: str, n: int = 1) -> Any:
+            if name == "bundle_send" and threading.get_ident() == thread:
+                count.published += n
+            return original(name, n)
+
+        own = "inc" in vars(metric)
+        try:
+            metric.inc = inc
+        except (AttributeError, TypeError):
+            yield count
+            return
+        count.watching = True
+        try:
+            yield count
+        finally:
+            if own:
+                metric.inc = original
+            else:
+                del metric.inc
 
     def send_bundle(self, bundle: str, work_id: str | None, options: Mapping[str, Any]) -> Any:
         """``helper.send_stix2_bundle``; pycti returns the bundles it published."""

@@ -23,7 +23,9 @@ class PyctiLikeHelper(RecordingHelper):
     def __init__(self) -> None:
         super().__init__()
         self.send_error: Exception | None = None
+        self.published_before_error = 0
         self.add_swallowed = False
+        self.published: list[str] = []  # ids, one per message the broker confirmed
 
     def send_stix2_bundle(self, bundle: str, **kwargs: Any) -> list[str]:
         work_id = kwargs.get("work_id")
@@ -32,7 +34,13 @@ class PyctiLikeHelper(RecordingHelper):
         if work_id and not self.add_swallowed:  # pycti's add_expectations, before pika
             self.expected[work_id] = self.expected.get(work_id, 0) + pycti_count
         if self.send_error is not None:
+            for obj in objects[: self.published_before_error]:  # confirmed, then it broke
+                self.published.append(obj["id"])
+                self.metric.inc("bundle_send")
             raise self.send_error
+        for obj in objects:
+            self.published.append(obj["id"])
+            self.metric.inc("bundle_send")
         return super().send_stix2_bundle(bundle, **kwargs)
 
 
@@ -181,3 +189,24 @@ def test_a_close_given_up_on_is_done_before_the_next_work() -> None:
     assert helper.named("report_expectation") == [work]
     assert len(helper.named("to_processed")) == 1  # marked processed once
     assert manager.open_works != [work] and work not in manager.open_works
+
+
+def test_a_send_pycti_broke_part_way_resumes_with_what_it_had_not_published() -> None:
+    """pycti counts each confirmed message in its bundle_send metric: the manager
+    watches it, so the retry sends only the rest and the count stays exact."""
+    helper = PyctiLikeHelper()
+    manager = _manager(helper)
+    work = manager.initiate_work("w", "indicators")
+    batch = [_indicator(n) for n in range(5)]
+    helper.send_error = ConnectionResetError("reset by peer")
+    helper.published_before_error = 2
+    with pytest.raises(ConnectionResetError):
+        manager.send_bundle(work, batch)
+    assert helper.expected[work] == 1 + 2  # the placeholder, the 2 confirmed
+    assert manager.counters["messages_in_doubt"] == 1  # the one being published
+    helper.send_error = None
+    manager.send_bundle(work, batch)
+    assert sorted(helper.published) == sorted(o["id"] for o in batch)  # none twice
+    assert helper.expected[work] == 1 + 5
+    assert manager.counters["parts_skipped_on_retry"] == 2
+    assert ("metric", ("bundle_send", 1)) in helper.calls  # pycti's metric still counted
