@@ -117,7 +117,8 @@ class AmqpPublisher:
     """Publish batches of messages to the push exchange; exactly what was confirmed.
 
     Thread-safe (one batch at a time).  ``clock`` is the time idleness is read
-    from (a seam for tests).
+    from; ``idle_timer=False`` leaves closing an idle connection to the next
+    publish or :meth:`close_if_idle` (seams for tests).
     """
 
     def __init__(
@@ -128,6 +129,7 @@ class AmqpPublisher:
         max_message_bytes: int = RABBITMQ_DEFAULT_MAX_MESSAGE_BYTES,
         timeout: float = DEFAULT_BROKER_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
+        idle_timer: bool = True,
     ) -> None:
         if max_unconfirmed < 1:
             raise ValueError("max_unconfirmed must be >= 1")
@@ -149,6 +151,7 @@ class AmqpPublisher:
         self._returned: set[int] = set()
         self._done: Callable[[], bool] | None = None
         self._idle_timer: threading.Timer | None = None
+        self._use_idle_timer = idle_timer
         #: connections opened (the first one included)
         self.connections_opened = 0
 
@@ -272,6 +275,8 @@ class AmqpPublisher:
             raise
 
     def _close_when_idle(self) -> None:
+        if not self._use_idle_timer:
+            return
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         timer = threading.Timer(HEARTBEAT, self.close_if_idle)

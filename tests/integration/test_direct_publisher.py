@@ -50,7 +50,7 @@ def _settings(stub: StubOpenCTI, **changes: Any) -> BrokerSettings:
 @pytest.fixture
 def publisher(stub: StubOpenCTI) -> Iterator[AmqpPublisher]:
     clock = Clock()
-    amqp = AmqpPublisher(_settings(stub), clock=clock)
+    amqp = AmqpPublisher(_settings(stub), clock=clock, idle_timer=False)
     try:
         yield amqp
     finally:
