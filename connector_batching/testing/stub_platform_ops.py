@@ -333,11 +333,8 @@ def _work_to_received(stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str,
 
 def _work_read(stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str, Any]:
     """``ConnectorBatchingWork``: id, status and tracking; ``None`` for an unknown work."""
-    work = stub.works.get(variables.get("id") or "")
-    if work is None:
-        return {"work": None}
-    node = work.node()
-    return {"work": {key: node[key] for key in ("id", "status", "tracking")}}
+    node = _work_query(stub, variables)["work"]
+    return {"work": node and {key: node[key] for key in ("id", "status", "tracking")}}
 
 
 def _work_query(stub: StubOpenCTI, variables: dict[str, Any]) -> dict[str, Any]:
