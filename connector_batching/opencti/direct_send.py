@@ -35,17 +35,17 @@ class DirectSend:
         self.publisher = publisher
 
     def send(self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]) -> int:
-        progress = self._registry.progress(work_id, plan.fingerprint)
-        if progress is None:
-            messages = messages_of(
+        progress = self._registry.resume(
+            work_id,
+            plan.fingerprint,
+            lambda: messages_of(
                 plan.bundles(),
                 work_id=remote,
                 applicant_id=self._port.applicant_id,
                 send_options=self._options.send_options,
-            )
-            progress = BatchProgress(plan.fingerprint, messages)
-            self._registry.start(work_id, progress)
-        elif progress.confirmed:
+            ),
+        )
+        if progress.confirmed:
             self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
         if remote is not None and not progress.counted:
             with self._port.failing("Cannot add the batch's expectations", meta):
@@ -70,7 +70,6 @@ class DirectSend:
         return len(pending)
 
     def _confirmed(self, work_id: str, progress: BatchProgress, indexes: Iterable[int]) -> None:
-        new = [index for index in indexes if index not in progress.confirmed]
-        progress.confirmed.update(new)
-        self._registry.delivered(work_id, sum(progress.messages[i].reports for i in new))
-        self._events.emit("messages_sent", len(new))
+        messages, reports = progress.confirm(indexes)
+        self._registry.delivered(work_id, reports)
+        self._events.emit("messages_sent", messages)

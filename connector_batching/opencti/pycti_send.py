@@ -53,35 +53,40 @@ class PyctiSend:
             return self._send_split(work_id, remote, plan, meta)
         # bundle mode: one message a part; the API transport: one push a bundle
         sends = plan.bundles() if self._options.send_mode == "bundle" else [plan.whole()]
-        done = self._registry.parts_done(work_id, plan.fingerprint)
-        if done:
-            self._events.emit("parts_skipped_on_retry", done)
-        messages = 0
-        for index in range(done, len(sends)):
+        progress = self._registry.resume(
+            work_id, plan.fingerprint, lambda: [Message(b"", self._reports(s)) for s in sends]
+        )
+        if progress.confirmed:
+            self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
+        pending = progress.pending()
+        for index in pending:
             part_meta = dict(meta)
             if len(sends) > 1:
                 part_meta["part"] = f"{index + 1}/{len(sends)}"
-            bundle = sends[index]
-            reports = (1 if object_count(bundle) == 1 else 0) if self._api else object_count(bundle)
+            reports = progress.messages[index].reports
             try:
-                self._send_one(remote, bundle, reports, [reports], part_meta)
+                self._send_one(remote, sends[index], reports, [reports], part_meta)
             except _Broken as broken:
                 raise broken.error from None
-            self._registry.delivered(work_id, reports)
-            messages += 1
-            self._registry.part_sent(work_id, plan.fingerprint, index + 1)
-        return messages
+            self._confirm(work_id, progress, [index])
+        return len(pending)
+
+    def _reports(self, bundle: str) -> int:
+        """The reports the worker makes for ``bundle`` that no one else counts."""
+        if self._api:  # the worker counts a split bundle's parts itself
+            return 1 if object_count(bundle) == 1 else 0
+        return object_count(bundle)  # no_split: one per object
 
     def _send_split(
         self, work_id: str, remote: str | None, plan: BatchPlan, meta: dict[str, Any]
     ) -> int:
         """Split mode: what pycti published of an earlier attempt is not sent again."""
-        progress = self._registry.progress(work_id, plan.fingerprint)
-        if progress is None:
-            ids = [_only_id(bundle) for bundle in plan.bundles()]
-            progress = BatchProgress(plan.fingerprint, [Message(i.encode(), 1) for i in ids])
-            self._registry.start(work_id, progress)
-        elif progress.confirmed:
+        progress = self._registry.resume(
+            work_id,
+            plan.fingerprint,
+            lambda: [Message(_only_id(bundle).encode(), 1) for bundle in plan.bundles()],
+        )
+        if progress.confirmed:
             self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
         index_of = {message.body.decode(): n for n, message in enumerate(progress.messages)}
         pending = {progress.messages[n].body.decode() for n in progress.pending()}
@@ -100,8 +105,7 @@ class PyctiSend:
         return len(order)
 
     def _confirm(self, work_id: str, progress: BatchProgress, indexes: list[int]) -> None:
-        progress.confirmed.update(indexes)
-        self._registry.delivered(work_id, len(indexes))
+        self._registry.delivered(work_id, progress.confirm(indexes)[1])
 
     def _send_one(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from connector_batching.opencti.expectations import Expectations
@@ -48,6 +48,12 @@ class BatchProgress:
     def pending(self) -> list[int]:
         return [i for i in range(len(self.messages)) if i not in self.confirmed]
 
+    def confirm(self, indexes: Iterable[int]) -> tuple[int, int]:
+        """Mark ``indexes`` confirmed; (messages newly confirmed, the reports they make)."""
+        new = [index for index in indexes if index not in self.confirmed]
+        self.confirmed.update(new)
+        return len(new), sum(self.messages[index].reports for index in new)
+
 
 class OpenWorks:
     """The works this manager opened and has not closed, with their sends' progress."""
@@ -56,7 +62,6 @@ class OpenWorks:
         self._lock = threading.Lock()
         self._objects: dict[str, int] = {}  # work id -> objects in its last send
         self._attempts: dict[str, int] = {}
-        self._parts_done: dict[str, tuple[int, int]] = {}  # work id -> (batch hash, parts)
         self._progress: dict[str, BatchProgress] = {}
         self._reports: dict[str, int] = {}  # work id -> reports the worker will make
         self._processed: set[str] = set()
@@ -88,25 +93,19 @@ class OpenWorks:
             self._objects[work_id] = objects
         return attempt
 
-    def parts_done(self, work_id: str, fingerprint: int) -> int:
-        """Parts of this very batch (same ``fingerprint``) an earlier attempt sent."""
-        with self._lock:
-            done_hash, done = self._parts_done.get(work_id, (fingerprint, 0))
-        return done if done_hash == fingerprint else 0
-
-    def part_sent(self, work_id: str, fingerprint: int, parts: int) -> None:
-        with self._lock:
-            self._parts_done[work_id] = (fingerprint, parts)
-
-    def progress(self, work_id: str, fingerprint: int) -> BatchProgress | None:
-        """The progress of this very batch (same ``fingerprint``) in ``work_id``."""
+    def resume(
+        self, work_id: str, fingerprint: int, build: Callable[[], list[Message]]
+    ) -> BatchProgress:
+        """This very batch's (same ``fingerprint``) progress in ``work_id``: an earlier
+        attempt's, or a new one of the messages ``build()`` makes."""
         with self._lock:
             progress = self._progress.get(work_id)
-        return progress if progress is not None and progress.fingerprint == fingerprint else None
-
-    def start(self, work_id: str, progress: BatchProgress) -> None:
+        if progress is not None and progress.fingerprint == fingerprint:
+            return progress
+        progress = BatchProgress(fingerprint, build())
         with self._lock:
             self._progress[work_id] = progress
+        return progress
 
     def delivered(self, work_id: str, reports: int) -> None:
         """The broker confirmed messages for which the worker will make ``reports``."""
@@ -144,7 +143,6 @@ class OpenWorks:
         with self._lock:
             self._objects.pop(work_id, None)
             self._attempts.pop(work_id, None)
-            self._parts_done.pop(work_id, None)
             self._progress.pop(work_id, None)
             self._reports.pop(work_id, None)
             self._processed.discard(work_id)
