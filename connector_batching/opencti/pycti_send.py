@@ -90,12 +90,14 @@ class PyctiSend:
             self._events.emit("parts_skipped_on_retry", len(progress.confirmed))
         index_of = {message.body.decode(): n for n, message in enumerate(progress.messages)}
         pending = {progress.messages[n].body.decode() for n in progress.pending()}
-        bundle = plan.bundle
-        if len(pending) < len(progress.messages):
-            bundle = {**bundle, "objects": [o for o in bundle["objects"] if o["id"] in pending]}
-        text = dumps(bundle)
         # pycti's splitter gives the same messages in the same order: which ones it published
-        order = [_only_id(one) for one in pycti_split(text, self._options.send_options).bundles]
+        if len(pending) == len(progress.messages):  # the whole batch, as cut already
+            text = plan.whole()
+            order = [message.body.decode() for message in progress.messages]
+        else:
+            objects = [o for o in plan.bundle["objects"] if o["id"] in pending]
+            text = dumps({**plan.bundle, "objects": objects})
+            order = [_only_id(one) for one in pycti_split(text, self._options.send_options).bundles]
         try:
             self._send_one(remote, text, len(order), [1] * len(order), meta)
         except _Broken as broken:

@@ -69,16 +69,19 @@ class BatchPlan:
         self.bundle = bundle
         self.fingerprint = hash(tuple(obj["id"] for obj in bundle["objects"]))
         self._bundles: list[str] | None = None
+        self._whole: str | None = None
 
     def bundles(self) -> list[str]:
         """Split mode: one-object bundles (pycti's splitter); bundle mode: the parts."""
         if self._bundles is None:
-            self._bundles = self._sender.cut(self._work_id, self.bundle)
+            self._bundles = self._sender.cut(self._work_id, self.bundle, self.whole())
         return self._bundles
 
     def whole(self) -> str:
-        """The batch's bundle JSON (what pycti's own splitter gets in split mode)."""
-        return dumps(self.bundle)
+        """The batch's bundle JSON (what pycti's own splitter gets in split mode), made once."""
+        if self._whole is None:
+            self._whole = dumps(self.bundle)
+        return self._whole
 
 
 class Sender:
@@ -113,12 +116,13 @@ class Sender:
             {**meta, "send_mode": self._options.send_mode, "messages": messages},
         )
 
-    def cut(self, work_id: str, bundle: dict[str, Any]) -> list[str]:
-        """The batch's bundles as they are published (see :meth:`BatchPlan.bundles`)."""
+    def cut(self, work_id: str, bundle: dict[str, Any], whole: str) -> list[str]:
+        """The batch's bundles as they are published (see :meth:`BatchPlan.bundles`);
+        ``whole`` is ``bundle`` as JSON."""
         if self._options.send_mode == "bundle":
-            return self._parts(work_id, bundle)
+            return self._parts(work_id, bundle, whole)
         with self._port.failing("Cannot split the bundle", {"work_id": work_id}):
-            split = pycti_split(dumps(bundle), self._options.send_options)
+            split = pycti_split(whole, self._options.send_options)
         if split.dropped:
             self._events.emit("incompatible_objects", split.dropped)
             self._port.log(
@@ -128,9 +132,8 @@ class Sender:
             )
         return split.bundles
 
-    def _parts(self, work_id: str, bundle: dict[str, Any]) -> list[str]:
+    def _parts(self, work_id: str, bundle: dict[str, Any], whole: str) -> list[str]:
         """The bundle JSON as sent in bundle mode: one string, or reference-complete parts."""
-        whole = dumps(bundle)
         limit = self._options.max_batch_bytes
         if utf8_size(whole) <= limit:
             return [whole]
